@@ -1,0 +1,158 @@
+"""The training-job entrypoint the controller launches (`python -m nulog.job`), in a container or locally.
+
+Its stdout is a contract: only JSON objects, one per line, flushed at once (stage, progress, done or
+error), because the controller parses them into job status. Human-readable logs go to stderr.
+Exit codes: 0 done, 1 failed, 2 bad arguments or no usable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from nulog.checkpoint import save_checkpoint, write_vocab
+from nulog.config import NuLogConfig
+from nulog.data import read_lines
+from nulog.train import Progress, resolve_device, train
+
+log = logging.getLogger("nulog.job")
+
+FILES = ["nulog_model.pt", "vocab.txt", "metrics.json"]
+
+
+class UsageError(Exception):
+    """Bad arguments or no usable input: exit code 2."""
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Write one JSON event line to stdout and flush it."""
+    sys.stdout.write(json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"bad arguments: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m nulog.job", description="Train a NuLog model for the training controller.")
+    p.add_argument("--job-id", required=True)
+    p.add_argument("--data", required=True, nargs="+", help="windows .jsonl[.gz], JSONL with `log`, or text")
+    p.add_argument("--output", required=True, help="directory for nulog_model.pt, vocab.txt, metrics.json")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--max-lines", type=int, default=None)
+    p.add_argument("--k", type=int, default=None)
+    return p
+
+
+def load_lines(paths: list[str], *, max_lines: int | None, seed: int) -> list[str]:
+    """All log lines of the data files; with max_lines, a seeded sample of them kept in file order."""
+    for p in paths:
+        if not Path(p).is_file():
+            raise UsageError(f"data file {p} does not exist")
+    try:
+        lines = list(read_lines(paths))
+    except (OSError, EOFError) as e:
+        raise UsageError(f"cannot read the data files: {e}") from e
+    if not lines:
+        raise UsageError("the data files hold no log lines")
+    if max_lines is not None and len(lines) > max_lines:
+        keep = np.sort(np.random.default_rng(seed).choice(len(lines), size=max_lines, replace=False))
+        lines = [lines[i] for i in keep]
+    return lines
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Load, train, save; returns the metrics."""
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError("--epochs must be at least 1")
+    if args.max_lines is not None and args.max_lines < 1:
+        raise UsageError("--max-lines must be at least 1")
+    if args.k is not None and args.k < 1:
+        raise UsageError("--k must be at least 1")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    out = Path(args.output)
+    t0 = time.monotonic()
+
+    emit("stage", stage="loading", message=f"reading {len(args.data)} data file(s)")
+    lines = load_lines(args.data, max_lines=args.max_lines, seed=args.seed)
+    log.info("job %s: %d log lines loaded", args.job_id, len(lines))
+
+    config = NuLogConfig(seed=args.seed)
+    if args.epochs is not None:
+        config.epochs = args.epochs
+    if args.k is not None:
+        config.k = args.k
+    emit("stage", stage="training", message=f"training on {len(lines)} lines, {config.epochs} epochs, {device}")
+
+    def progress(p: Progress) -> None:
+        emit(
+            "progress",
+            stage="training",
+            epoch=p.epoch,
+            epochs=p.epochs,
+            step=p.step,
+            steps=p.steps,
+            loss=round(p.loss, 6),
+            percent=round(p.percent, 2),
+            elapsed_s=round(p.elapsed_s, 3),
+            eta_s=round(p.eta_s, 3),
+        )
+
+    result = train(lines, config, device=device, on_progress=progress)
+
+    emit("stage", stage="saving", message=f"writing model files to {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "nulog_model.pt", result.model, result.vocab, step=result.steps)
+    write_vocab(out / "vocab.txt", result.vocab)
+    metrics = {
+        "job_id": args.job_id,
+        "lines": result.lines,
+        "unique_lines": result.unique_lines,
+        "vocab_size": len(result.vocab),
+        "epochs": result.config.epochs,
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "seconds": round(time.monotonic() - t0, 3),
+        "train_seconds": round(result.seconds, 3),
+        "device": result.device,
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "seed": args.seed,
+        "k": result.config.k,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        metrics = run(args)
+    except UsageError as e:
+        log.error("%s", e)
+        emit("error", message=str(e))
+        return 2
+    except Exception as e:  # the contract: any failure becomes one error event and exit 1
+        log.exception("training job failed")
+        emit("error", message=f"training failed: {type(e).__name__}: {e}")
+        return 1
+    emit("done", metrics=metrics, files=FILES)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

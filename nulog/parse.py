@@ -1,0 +1,82 @@
+"""Template extraction: a token the model predicts within its top k and that holds no digit is part of
+the template, any other becomes `<*>`. Also the LogHub-style `parse` of a raw log file into a CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from nulog.data import tokenize_unique
+from nulog.model import NuLog
+from nulog.predict import template_of, token_hits
+from nulog.tokenizer import Tokenizer, Vocab
+
+
+def templates(model: NuLog, vocab: Vocab, lines: Sequence[str], *, k: int | None = None) -> list[str]:
+    """One template per line, in order; identical lines are predicted once."""
+    config = model.config
+    unique, token_lists, where = tokenize_unique(list(lines), Tokenizer(config.filters))
+    hits = token_hits(model, vocab, token_lists, k=k or config.k)
+    unique_templates = [template_of(t, h) for t, h in zip(token_lists, hits, strict=True)]
+    return [unique_templates[i] for i in where]
+
+
+def event_id(template: str) -> str:
+    """A stable id of a template (first 8 hex digits of its MD5, as logparser does)."""
+    return hashlib.md5(template.encode("utf-8")).hexdigest()[:8]
+
+
+def logformat_regex(log_format: str) -> tuple[list[str], re.Pattern[str]]:
+    """Field names and the regex of a LogHub log format such as `<Date> <Time> <Level>: <Content>`."""
+    headers: list[str] = []
+    regex = ""
+    for i, part in enumerate(re.split(r"(<[^<>]+>)", log_format)):
+        if i % 2 == 0:
+            regex += re.sub(" +", r"\\s+", part)
+        else:
+            header = part.strip("<>")
+            regex += f"(?P<{header}>.*?)"
+            headers.append(header)
+    return headers, re.compile("^" + regex + "$")
+
+
+def split_fields(lines: Sequence[str], log_format: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Each line's fields; a line that does not match keeps the whole line as `Content`."""
+    headers, regex = logformat_regex(log_format)
+    if "Content" not in headers:
+        headers.append("Content")
+    rows = []
+    for line in lines:
+        m = regex.search(line.strip())
+        if m:
+            rows.append(m.groupdict())
+        else:
+            row = dict.fromkeys(headers, "")
+            row["Content"] = line
+            rows.append(row)
+    return headers, rows
+
+
+def write_structured_csv(
+    path: str | Path, headers: list[str], rows: list[dict[str, str]], line_templates: list[str]
+) -> None:
+    """LogHub's structured CSV: LineId, the format's fields, EventId, EventTemplate."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["LineId", *headers, "EventId", "EventTemplate"])
+        for n, (row, template) in enumerate(zip(rows, line_templates, strict=True), start=1):
+            w.writerow([n, *(row.get(h, "") for h in headers), event_id(template), template])
+
+
+def read_raw_lines(path: str | Path) -> list[str]:
+    """Every line of a log file, empty ones included, so the output keeps the file's line count."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        text = f.read()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln.rstrip("\r") for ln in lines]

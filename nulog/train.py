@@ -1,0 +1,216 @@
+"""Training a NuLog model on log lines.
+
+Lines are tokenized once per unique line; a step takes `batch_size` lines, padded only to the longest of
+them, and trains on every predictable token of each line at once (the one-layer model computes all masked
+variants in one pass). Nothing reads a value back from the GPU inside the step loop except the loss, at
+most once per `progress_every_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from nulog.config import NuLogConfig
+from nulog.data import Encoded, encode, tokenize_unique
+from nulog.model import NuLog
+from nulog.tokenizer import Tokenizer, Vocab, is_variable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Where a training run stands; handed to the progress callback."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    elapsed_s: float
+    epoch_end: bool
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.step / self.steps if self.steps else 100.0
+
+    @property
+    def eta_s(self) -> float:
+        return self.elapsed_s / self.step * (self.steps - self.step) if self.step else 0.0
+
+
+@dataclass
+class TrainResult:
+    """A trained model with everything needed to save and report it."""
+
+    model: NuLog
+    vocab: Vocab
+    config: NuLogConfig
+    steps: int
+    final_loss: float
+    seconds: float
+    masked_tokens: int  # predictions trained on, over all epochs
+    lines: int
+    unique_lines: int
+    device: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.masked_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def learning_rate(step: int, total_steps: int, config: NuLogConfig) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_ratio * lr`."""
+    warmup = min(config.warmup_steps, max(1, total_steps // 10))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    floor = config.lr * config.min_lr_ratio
+    return floor + 0.5 * (config.lr - floor) * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when there is one."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA) so a run repeats."""
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def sample_weights(token_lists: list[list[str]], counts: list[int]) -> np.ndarray:
+    """Per unique line, a sampling weight that lifts rare line shapes: 1/sqrt(how often the shape occurs).
+
+    A shape is the line with its variable tokens blanked out, so lines that differ only in ids count as one.
+    """
+    shapes = [tuple("\0" if is_variable(t) else t for t in tokens) for tokens in token_lists]
+    shape_count: Counter[tuple[str, ...]] = Counter()
+    for s, c in zip(shapes, counts, strict=True):
+        shape_count[s] += c
+    w = np.array([c / math.sqrt(shape_count[s]) for s, c in zip(shapes, counts, strict=True)], dtype=np.float64)
+    return w / w.sum()
+
+
+def _optimizer(model: NuLog, config: NuLogConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-9)
+
+
+def train(
+    lines: list[str],
+    config: NuLogConfig,
+    *,
+    device: str | torch.device = "auto",
+    on_progress: Callable[[Progress], None] | None = None,
+    progress_every_s: float = 1.0,
+) -> TrainResult:
+    """Build a vocabulary from the lines and train a model on them."""
+    if not lines:
+        raise ValueError("no log lines to train on")
+    t0 = time.monotonic()
+    device = resolve_device(device) if isinstance(device, str) else device
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    seed_everything(config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    tokenizer = Tokenizer(config.filters)
+    unique, token_lists, where = tokenize_unique(lines, tokenizer)
+    counts = np.bincount(np.asarray(where), minlength=len(unique))
+    vocab = Vocab.build(token_lists)
+    config = replace(config, vocab_size=len(vocab))
+    data: Encoded = encode(token_lists, vocab, max_len=config.max_len)
+    log.info("training on %d lines (%d unique), vocabulary of %d tokens", len(lines), len(unique), len(vocab))
+
+    # Every epoch draws its lines as rows of the unique-line table.
+    if config.num_samples > 0:
+        weights = sample_weights(token_lists, counts.tolist())
+        per_epoch = config.num_samples
+    else:
+        occurrences = np.repeat(np.arange(len(unique)), counts)
+        per_epoch = len(occurrences)
+    steps_per_epoch = math.ceil(per_epoch / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+
+    model = NuLog(config).to(device)
+    optimizer = _optimizer(model, config)
+    ids = data.ids.to(device)
+    targets = torch.where(data.targets, data.ids, torch.full_like(data.ids, -1)).to(device)
+    lengths = data.lengths.numpy()
+    target_counts = data.targets.sum(1).numpy()
+    use_cuda = device.type == "cuda"
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_cuda)
+
+    model.train()
+    step = 0
+    masked_tokens = 0
+    loss_sum = torch.zeros((), device=device)
+    loss_n = 0
+    last_report = time.monotonic()
+    final_loss = float("nan")
+    for epoch in range(1, config.epochs + 1):
+        if config.num_samples > 0:
+            order = rng.choice(len(unique), size=per_epoch, replace=True, p=weights)
+        else:
+            order = rng.permutation(occurrences)
+        for b in range(steps_per_epoch):
+            rows_np = order[b * config.batch_size : (b + 1) * config.batch_size]
+            T = int(lengths[rows_np].max())
+            masked_tokens += int(target_counts[rows_np].sum())
+            rows = torch.from_numpy(rows_np).to(device, non_blocking=True)
+            idx, tgt = ids[rows, :T], targets[rows, :T]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total_steps, config)
+            with autocast:
+                # On CUDA the dense form avoids boolean indexing, which would wait for the GPU.
+                _, loss = model(idx, tgt) if use_cuda else model(idx, tgt, select=tgt >= 0)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+            loss_sum += loss.detach()
+            loss_n += 1
+            now = time.monotonic()
+            epoch_end = b == steps_per_epoch - 1
+            if epoch_end or now - last_report >= progress_every_s:
+                final_loss = float(loss_sum.item() / loss_n)
+                loss_sum.zero_()
+                loss_n = 0
+                last_report = now
+                if on_progress is not None:
+                    on_progress(Progress(epoch, config.epochs, step, total_steps, final_loss, now - t0, epoch_end))
+        log.info("epoch %d/%d done, loss %.4f", epoch, config.epochs, final_loss)
+    model.eval()
+    seconds = time.monotonic() - t0
+    return TrainResult(
+        model=model,
+        vocab=vocab,
+        config=config,
+        steps=step,
+        final_loss=final_loss,
+        seconds=seconds,
+        masked_tokens=masked_tokens,
+        lines=len(lines),
+        unique_lines=len(unique),
+        device=str(device),
+    )

@@ -1,0 +1,36 @@
+"""Shared fixtures: a real nats-server with JetStream per test, sample logs, settings for the embedded adapters."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from training_controller.natsserver import NatsServer
+from training_controller.samples import write_sample_logs
+
+# Sample logs span 2021-03-29 17:00-18:00 UTC.
+SAMPLE_END_NS = 1_617_040_800 * 10**9
+MINUTE_NS = 60 * 10**9
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    with NatsServer(tmp_path / "nats") as server:
+        yield server
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[nats.NATS]:
+    client = await nats.connect(nats_server.url, name="test-client")
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="session")
+def sample_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("logs")
+    write_sample_logs(out, hours=1, end_ns=SAMPLE_END_NS, rate_per_s=2.0, seed=3)
+    return out

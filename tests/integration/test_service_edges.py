@@ -1,0 +1,49 @@
+"""Edges of the service that need no training: status of unknown jobs, health check, bad filters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from training_controller.bootstrap import Service
+from training_controller.config import Settings
+from training_controller.natsserver import NatsServer
+
+
+@pytest.fixture
+async def service(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Service]:
+    (tmp_path / "logs").mkdir()
+    settings = Settings(
+        nats_server_url=nats_server.url, log_files_dir=tmp_path / "logs", local_store_dir=tmp_path / "store"
+    )
+    svc = await Service.start(settings)
+    yield svc
+    await svc.stop()
+
+
+async def ask(nc: nats.NATS, subject: str, payload: bytes) -> bytes:
+    return (await nc.request(subject, payload, timeout=5)).data
+
+
+async def test_gpu_service_running_answers_running(service: Service, nc: nats.NATS) -> None:
+    assert await ask(nc, "gpu_service_running", b"check-up") == b"running"
+
+
+async def test_training_status_of_an_unknown_job_says_so(service: Service, nc: nats.NATS) -> None:
+    reply = json.loads(await ask(nc, "training_status", b'{"job_id": "abc123"}'))
+    assert reply == {"error": "no training job with id 'abc123'"}
+
+
+async def test_training_status_without_job_id_names_the_missing_field(service: Service, nc: nats.NATS) -> None:
+    reply = json.loads(await ask(nc, "training_status", b"{}"))
+    assert reply == {"error": "invalid training_status request: job_id: Field required"}
+
+
+async def test_training_jobs_with_an_unknown_status_lists_the_allowed_ones(service: Service, nc: nats.NATS) -> None:
+    reply = json.loads(await ask(nc, "training_jobs", b'{"status": "sleeping"}'))
+    assert "status" in reply["error"] and "queued" in reply["error"]
+    assert json.loads(await ask(nc, "training_jobs", b"")) == {"jobs": []}

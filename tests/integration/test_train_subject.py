@@ -1,0 +1,146 @@
+"""The `train` subject against a real nats-server, with the real training job (a tiny config)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from tests.conftest import MINUTE_NS, SAMPLE_END_NS
+from training_controller.bootstrap import Service
+from training_controller.config import Settings
+from training_controller.natsserver import NatsServer
+
+pytestmark = pytest.mark.slow
+
+INTERVAL = {"start_ts": SAMPLE_END_NS - 30 * MINUTE_NS, "end_ts": SAMPLE_END_NS - 25 * MINUTE_NS}
+VALID = {"model_to_train": "nulog", "time_intervals": [INTERVAL]}
+
+
+@pytest.fixture
+async def service(nats_server: NatsServer, sample_logs: Path, tmp_path: Path) -> AsyncIterator[Service]:
+    settings = Settings(
+        nats_server_url=nats_server.url,
+        log_files_dir=sample_logs,
+        local_store_dir=tmp_path / "store",
+        local_jobs_dir=tmp_path / "jobs",
+        train_epochs=1,
+        train_max_lines=300,
+        train_device="cpu",
+    )
+    svc = await Service.start(settings)
+    yield svc
+    await svc.stop()
+
+
+class Recorder:
+    """Collects the announcements of the wire contract in arrival order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bytes]] = []
+        self.job_ends = asyncio.Event()
+
+    async def on_message(self, msg) -> None:
+        self.seen.append((msg.subject, msg.data))
+        if msg.data == b"JobEnd":
+            self.job_ends.set()
+
+    async def wait_for_job_end(self, timeout: float = 240) -> None:
+        await asyncio.wait_for(self.job_ends.wait(), timeout)
+        self.job_ends.clear()
+
+    def names(self) -> list[str]:
+        return [data.decode() if subject == "gpu_trainingjob_status" else subject for subject, data in self.seen]
+
+
+async def recorder(nc: nats.NATS) -> Recorder:
+    rec = Recorder()
+    await nc.subscribe("gpu_trainingjob_status", cb=rec.on_message)
+    await nc.subscribe("model_ready", cb=rec.on_message)
+    await nc.flush()
+    return rec
+
+
+async def test_train_request_announces_job_start_model_ready_and_job_end_in_order(
+    service: Service, nc: nats.NATS, tmp_path: Path
+) -> None:
+    rec = await recorder(nc)
+
+    reply = json.loads((await nc.request("train", json.dumps(VALID).encode(), timeout=10)).data)
+    assert reply["status"] == "queued" and reply["queue_position"] == 0
+    await rec.wait_for_job_end()
+
+    assert rec.names() == ["JobStart", "model_ready", "JobEnd"]
+    ready = json.loads(rec.seen[1][1])
+    assert ready == {
+        "bucket": "opni-nulog-models",
+        "bucket_files": {"model_file": "nulog_model_latest.pt", "vocab_file": "vocab.txt"},
+        "job_id": reply["job_id"],
+    }
+    bucket = tmp_path / "store" / "opni-nulog-models"
+    for name in ("nulog_model_latest.pt", "vocab.txt", f"{reply['job_id']}/nulog_model.pt", f"{reply['job_id']}/metrics.json"):
+        assert (bucket / name).stat().st_size > 0, name
+    assert (bucket / "nulog_model_latest.pt").read_bytes() == (bucket / reply["job_id"] / "nulog_model.pt").read_bytes()
+    data = tmp_path / "store" / "training-logs" / reply["job_id"]
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["count"] > 0 and (data / "windows.jsonl.gz").exists()
+
+    record = json.loads((await nc.request("training_status", json.dumps({"job_id": reply["job_id"]}).encode(), timeout=5)).data)
+    assert record["phase"] == "succeeded"
+    assert [step["phase"] for step in record["history"]] == ["queued", "exporting", "launching", "running", "succeeded"]
+    assert record["log_count"] == manifest["count"]
+    assert record["train_data_version_hash"] == manifest["sha256"]
+
+
+MALFORMED = [
+    (b"{not json", "not valid JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    (json.dumps({"model_to_train": "nulog", "time_intervals": "yesterday"}).encode(), "time_intervals"),
+    (json.dumps({"model_to_train": "nulog", "time_intervals": [{"start_ts": "soon", "end_ts": 5}]}).encode(), "time_intervals.0.start_ts"),
+    (json.dumps({"model_to_train": 7, "time_intervals": [INTERVAL]}).encode(), "model_to_train"),
+    (json.dumps({"model_to_train": "nulog", "time_intervals": [{"start_ts": 9, "end_ts": 9}]}).encode(), "must be before end_ts"),
+    (json.dumps({"model_to_train": "nulog", "time_intervals": [{"start_ts": 10, "end_ts": 3}]}).encode(), "must be before end_ts"),
+    (json.dumps({"model_to_train": "nulog", "time_intervals": []}).encode(), "time_intervals: List should have at least 1 item"),
+    (json.dumps({"model_to_train": "gpt", "time_intervals": [INTERVAL]}).encode(), "unknown model 'gpt'"),
+    (json.dumps({"time_intervals": [INTERVAL]}).encode(), "model_to_train: Field required"),
+    (json.dumps({"model_to_train": "nulog", "time_intervals": [{"start_ts": 1, "end_ts": 10**30}]}).encode(), "end_ts"),
+]
+
+
+async def test_malformed_train_requests_get_error_replies_and_the_next_valid_request_still_trains(
+    service: Service, nc: nats.NATS
+) -> None:
+    rec = await recorder(nc)
+    for payload, expected in MALFORMED:
+        reply = json.loads((await nc.request("train", payload, timeout=5)).data)
+        assert set(reply) == {"error"}, payload
+        assert expected in reply["error"], (payload, reply)
+    # A malformed request without a reply subject is logged and dropped, and does not stop the service.
+    await nc.publish("train", b"{broken")
+
+    reply = json.loads((await nc.request("train", json.dumps(VALID).encode(), timeout=10)).data)
+    await rec.wait_for_job_end()
+    assert rec.names() == ["JobStart", "model_ready", "JobEnd"]
+    assert json.loads(rec.seen[1][1])["job_id"] == reply["job_id"]
+    jobs = json.loads((await nc.request("training_jobs", b"", timeout=5)).data)["jobs"]
+    assert [j["job_id"] for j in jobs] == [reply["job_id"]]
+
+
+async def test_train_request_for_an_interval_without_logs_fails_without_taking_the_gpu(
+    service: Service, nc: nats.NATS
+) -> None:
+    rec = await recorder(nc)
+    empty = {"model_to_train": "nulog", "time_intervals": [{"start_ts": 1, "end_ts": 2}]}
+    reply = json.loads((await nc.request("train", json.dumps(empty).encode(), timeout=10)).data)
+    for _ in range(100):
+        record = json.loads((await nc.request("training_status", json.dumps({"job_id": reply["job_id"]}).encode(), timeout=5)).data)
+        if record["phase"] == "failed":
+            break
+        await asyncio.sleep(0.1)
+    assert record["phase"] == "failed"
+    assert "no log documents match" in record["message"]
+    assert rec.names() == []

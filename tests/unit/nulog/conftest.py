@@ -1,0 +1,54 @@
+"""Shared fixtures: a synthetic log corpus with known templates and a small model trained on it."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from nulog.config import NuLogConfig
+from nulog.train import TrainResult, train
+
+TEMPLATES = [
+    "Receiving block blk_{n} src: /{ip}:{port} dest: /{ip}:{port}",
+    "PacketResponder {d} for block blk_{n} terminating",
+    "Verification succeeded for blk_{n}",
+    "Deleting block blk_{n} file /mnt/data/current/subdir{d}/blk_{n}",
+    "BLOCK* NameSystem.allocateBlock: /user/root/rand/_temporary/part-{d}. blk_{n}",
+    "Served block blk_{n} to /{ip}",
+]
+
+
+def synthetic_lines(n: int, *, seed: int = 0) -> list[str]:
+    """n lines drawn from TEMPLATES with random numbers filled in."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        t = rng.choice(TEMPLATES)
+        while "{" in t:
+            t = (
+                t.replace("{n}", str(rng.randrange(10**9, 10**10)), 1)
+                .replace("{ip}", f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}", 1)
+                .replace("{port}", str(rng.randrange(1024, 65535)), 1)
+                .replace("{d}", str(rng.randrange(10)), 1)
+            )
+        lines.append(t)
+    return lines
+
+
+def small_config(**overrides) -> NuLogConfig:
+    """A model small enough to train in a second or two on CPU."""
+    base = dict(d_model=32, n_heads=4, d_ff=64, dropout=0.0, max_len=64, k=3, epochs=4, batch_size=16, lr=3e-3,
+                warmup_steps=5, seed=0)
+    base.update(overrides)
+    return NuLogConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[str]:
+    return synthetic_lines(300)
+
+
+@pytest.fixture(scope="session")
+def trained(corpus: list[str]) -> TrainResult:
+    return train(corpus, small_config(), device="cpu")

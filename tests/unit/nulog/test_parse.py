@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from nulog.cli import main
+from nulog.parse import event_id, logformat_regex, split_fields, templates
+from nulog.train import TrainResult, train
+
+from .conftest import TEMPLATES, small_config, synthetic_lines
+
+
+def test_templates_keep_line_count_and_order(trained: TrainResult, corpus: list[str]) -> None:
+    lines = corpus[:50] + ["totally unseen words here", corpus[0]]
+    found = templates(trained.model, trained.vocab, lines)
+    assert len(found) == len(lines)
+    assert found[-1] == found[0]
+    for line, template in zip(lines, found, strict=True):
+        assert len(template.split()) == len(line.split())
+
+
+def test_templates_recover_the_synthetic_events(trained: TrainResult, corpus: list[str]) -> None:
+    found = set(templates(trained.model, trained.vocab, corpus))
+    assert "PacketResponder <*> for block <*> terminating" in found
+    assert "Verification succeeded for <*>" in found
+    assert len(found) == len(TEMPLATES)
+
+
+def test_same_seed_gives_same_templates() -> None:
+    lines = synthetic_lines(120, seed=5)
+    a = train(lines, small_config(seed=7, dropout=0.1), device="cpu")
+    b = train(lines, small_config(seed=7, dropout=0.1), device="cpu")
+    assert templates(a.model, a.vocab, lines) == templates(b.model, b.vocab, lines)
+    assert a.final_loss == b.final_loss
+
+
+def test_log_format_becomes_named_fields() -> None:
+    headers, regex = logformat_regex(r"<Date> <Time> <Level>: <Content>")
+    assert headers == ["Date", "Time", "Level", "Content"]
+    m = regex.search("081109 203615 INFO: PacketResponder 1 terminating")
+    assert m and m["Level"] == "INFO" and m["Content"] == "PacketResponder 1 terminating"
+
+
+def test_line_not_matching_the_format_is_kept_whole_as_content() -> None:
+    headers, rows = split_fields(["[x] [error] boom", "garbage line"], r"\[<Time>\] \[<Level>\] <Content>")
+    assert rows[0]["Level"] == "error" and rows[0]["Content"] == "boom"
+    assert rows[1] == {"Time": "", "Level": "", "Content": "garbage line"}
+
+
+def test_event_id_is_a_stable_hash_of_the_template() -> None:
+    assert event_id("a <*> b") == event_id("a <*> b") != event_id("a <*> c")
+    assert len(event_id("x")) == 8
+
+
+def test_parse_command_writes_one_row_per_line_in_order(tmp_path: Path) -> None:
+    contents = synthetic_lines(150, seed=1)
+    raw = [f"081109 2036{i % 60:02d} INFO dfs.DataNode: {c}" for i, c in enumerate(contents)]
+    raw.insert(10, "a line without the format")
+    log_file = tmp_path / "x.log"
+    log_file.write_text("\n".join(raw) + "\n")
+    out = tmp_path / "x.csv"
+    rc = main([
+        "parse", str(log_file), "--log-format", "<Date> <Time> <Level> <Component>: <Content>",
+        "--k", "3", "--epochs", "3", "--output", str(out), "--device", "cpu",
+    ])
+    assert rc == 0
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["LineId"] for r in rows] == [str(i) for i in range(1, len(raw) + 1)]
+    assert list(rows[0]) == ["LineId", "Date", "Time", "Level", "Component", "Content", "EventId", "EventTemplate"]
+    assert rows[10]["Content"] == "a line without the format" and rows[10]["Date"] == ""
+    assert rows[0]["Content"] == contents[0]
+    assert all(r["EventId"] == event_id(r["EventTemplate"]) for r in rows)

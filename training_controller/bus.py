@@ -1,0 +1,118 @@
+"""The thin layer over nats-py: connect, serve subjects, publish, and JetStream key-value buckets.
+
+A route names a subject, the pydantic model of its payload and a handler. The bus decodes and validates
+each message, calls the handler, and replies when the message has a reply subject. Whatever goes wrong, a
+requester gets an answer: an `ErrorReply` that says what (bad payload, unknown job, internal error), and
+the subscription goes on serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel
+
+from training_controller.core.errors import ControllerError
+from training_controller.messages import ErrorReply, PayloadError, decode, encode
+
+log = logging.getLogger(__name__)
+
+Reply = BaseModel | dict[str, Any] | list[Any] | str | bytes | None
+Handler = Callable[[Any, Msg], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One subject the service answers."""
+
+    subject: str
+    handler: Handler
+    model: type[BaseModel] | None = None  # None: the handler takes the raw bytes
+    queue: str = ""
+
+
+class Bus:
+    """A NATS connection with the service's conventions."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self._subscriptions: list[Any] = []
+
+    @classmethod
+    async def connect(cls, url: str, *, name: str = "training-controller") -> Bus:
+        async def on_error(e: Exception) -> None:
+            log.warning("NATS connection problem: %s", e)
+
+        async def on_disconnect() -> None:
+            log.warning("disconnected from NATS; reconnecting")
+
+        async def on_reconnect() -> None:
+            log.info("reconnected to NATS")
+
+        nc = await nats.connect(
+            servers=[url],
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+        )
+        return cls(nc)
+
+    @property
+    def connected(self) -> bool:
+        return self.nc.is_connected
+
+    async def serve(self, route: Route) -> None:
+        """Subscribe a route's handler to its subject."""
+
+        async def on_message(msg: Msg) -> None:
+            reply = await self._handle(route, msg)
+            if msg.reply and reply is not None:
+                await self.nc.publish(msg.reply, encode(reply))
+
+        sub = await self.nc.subscribe(route.subject, queue=route.queue, cb=on_message)
+        self._subscriptions.append(sub)
+
+    async def _handle(self, route: Route, msg: Msg) -> Reply:
+        try:
+            payload = decode(route.model, msg.data) if route.model is not None else msg.data
+            return await route.handler(payload, msg)
+        except PayloadError as e:
+            log.warning("rejected %s request: %s", route.subject, e)
+            return ErrorReply(error=f"invalid {route.subject} request: {e}")
+        except ControllerError as e:
+            log.warning("%s request failed: %s", route.subject, e)
+            return ErrorReply(error=str(e))
+        except Exception as e:  # a requester always gets an answer, and the subscription lives on
+            log.exception("%s handler crashed", route.subject)
+            return ErrorReply(error=f"internal error while serving {route.subject}: {type(e).__name__}")
+
+    async def publish(self, subject: str, payload: BaseModel | dict[str, Any] | str | bytes) -> None:
+        await self.nc.publish(subject, encode(payload))
+
+    async def key_value(self, bucket: str, *, history: int = 1) -> KeyValue:
+        """A JetStream key-value bucket, created if missing."""
+        try:
+            return await self.js.key_value(bucket)
+        except BucketNotFoundError:
+            return await self.js.create_key_value(bucket=bucket, history=history)
+
+    async def close(self) -> None:
+        for sub in self._subscriptions:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # closing anyway
+                pass
+        if not self.nc.is_closed:
+            await self.nc.drain()

@@ -1,0 +1,67 @@
+"""Errors of the controller, split by what the caller should do about them.
+
+    ControllerError
+    ├── TemporaryError            retry later, after `delay` seconds
+    │   ├── SourceUnavailable     the log backend did not answer
+    │   ├── StorageUnavailable    the object store did not answer
+    │   └── LauncherUnavailable   the launcher (Kubernetes API, local process table) did not answer
+    └── PermanentError            retrying will not help: fail the job with this message
+        ├── InvalidRequest        the request itself is wrong (bad payload, unknown job)
+        ├── NoTrainingData        the query matched no log documents
+        ├── IllegalTransition     a job record was asked to move to a phase it cannot reach
+        ├── JobNotFound           no record with that job id
+        └── TrainingFailed        the training job ended without a usable model
+
+Adapters translate their clients' exceptions at the boundary (`raise StorageUnavailable(...) from e`), so the
+core never sees an Elasticsearch, S3 or Kubernetes exception.
+"""
+
+from __future__ import annotations
+
+
+class ControllerError(Exception):
+    """Base of every error the controller raises on purpose."""
+
+
+class TemporaryError(ControllerError):
+    """A failure that may pass: retry after `delay` seconds."""
+
+    def __init__(self, message: str, *, delay: float = 5.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class SourceUnavailable(TemporaryError):
+    """The log source did not answer."""
+
+
+class StorageUnavailable(TemporaryError):
+    """The object store did not answer."""
+
+
+class LauncherUnavailable(TemporaryError):
+    """The launcher could not be reached."""
+
+
+class PermanentError(ControllerError):
+    """A failure that retrying will not fix."""
+
+
+class InvalidRequest(PermanentError):
+    """The request is wrong; the message says how."""
+
+
+class NoTrainingData(PermanentError):
+    """The query matched no log documents."""
+
+
+class IllegalTransition(PermanentError):
+    """A job record was asked to move to a phase it cannot reach from where it is."""
+
+
+class JobNotFound(PermanentError):
+    """No job record has that id."""
+
+
+class TrainingFailed(PermanentError):
+    """The training job ended without a usable model."""

@@ -1,0 +1,182 @@
+"""The interfaces between the core and the outside world.
+
+The core imports only these classes; `bootstrap.py` picks the adapters that implement them. Every method is
+async: an adapter with a blocking client runs it in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training_controller.core.jobs import JobRecord
+from training_controller.core.queries import LogQuery
+
+LogDocument = dict[str, Any]
+
+
+class LogSource(abc.ABC):
+    """Counts and streams the log documents that match a query."""
+
+    name: str = "logs"
+
+    @abc.abstractmethod
+    async def count(self, query: LogQuery) -> int:
+        """How many documents match, before the cap."""
+
+    @abc.abstractmethod
+    def stream(self, query: LogQuery) -> AsyncIterator[list[LogDocument]]:
+        """The matching documents in batches, sorted by time within each interval, at most the query's cap."""
+
+    async def ping(self) -> bool:
+        """Whether the backend answers."""
+        return True
+
+
+class ObjectStore(abc.ABC):
+    """Buckets of objects: the training data and the models."""
+
+    name: str = "store"
+
+    @abc.abstractmethod
+    async def put_file(self, bucket: str, key: str, path: Path) -> None:
+        """Upload a local file, creating the bucket if needed."""
+
+    @abc.abstractmethod
+    async def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
+        """Store a small object."""
+
+    @abc.abstractmethod
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        """Read a small object; raises KeyError if it does not exist."""
+
+    @abc.abstractmethod
+    async def exists(self, bucket: str, key: str) -> bool:
+        """Whether the object exists."""
+
+    @abc.abstractmethod
+    async def list(self, bucket: str, prefix: str = "") -> list[str]:
+        """Keys under a prefix, sorted."""
+
+    @abc.abstractmethod
+    async def copy(self, bucket: str, key: str, dst_bucket: str, dst_key: str) -> None:
+        """Copy an object within the store."""
+
+    @abc.abstractmethod
+    def uri(self, bucket: str, key: str) -> str:
+        """Where a training job finds this object or prefix: a local path or an s3:// URI."""
+
+    async def ping(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a launcher needs to start one training job."""
+
+    job_id: str
+    data_uris: tuple[str, ...]
+    output_uri: str
+    epochs: int
+    seed: int
+    max_lines: int | None = None
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class LaunchedJob:
+    """A job as the launcher sees it."""
+
+    job_id: str
+    state: str  # "running", "succeeded" or "failed"
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class LauncherEvent:
+    """Something a running job reported: a progress line, a log line, or its end."""
+
+    kind: str  # "progress" | "log" | "finished"
+    data: dict[str, Any] = field(default_factory=dict)
+    succeeded: bool = False
+    message: str = ""
+
+
+class Launcher(abc.ABC):
+    """Starts training jobs and reports what they do."""
+
+    name: str = "launcher"
+
+    @abc.abstractmethod
+    async def launch(self, spec: JobSpec) -> None:
+        """Start the job; returns once it has been created."""
+
+    @abc.abstractmethod
+    def events(self, job_id: str) -> AsyncIterator[LauncherEvent]:
+        """The job's progress and log lines, ending with one `finished` event."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str) -> None:
+        """Stop the job if it runs."""
+
+    @abc.abstractmethod
+    async def list_jobs(self) -> list[LaunchedJob]:
+        """The jobs that exist, for reconciliation after a restart."""
+
+    async def healthy(self) -> bool:
+        return True
+
+
+class StateStore(abc.ABC):
+    """Job records and the controller's shared values; survives restarts."""
+
+    @abc.abstractmethod
+    async def save_job(self, record: JobRecord) -> None:
+        """Store (replace) a job record."""
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """A job record, or None."""
+
+    @abc.abstractmethod
+    async def list_jobs(self) -> list[JobRecord]:
+        """All job records, by submission order."""
+
+    @abc.abstractmethod
+    async def get_value(self, key: str) -> Any | None:
+        """A JSON value under an Opni key (`modelTrainingStatus`, ...), or None."""
+
+    @abc.abstractmethod
+    async def put_value(self, key: str, value: Any) -> None:
+        """Store a JSON value under a key."""
+
+    @abc.abstractmethod
+    async def next_seq(self) -> int:
+        """A number larger than any handed out before, also across restarts."""
+
+
+class Events(abc.ABC):
+    """Announces what happened to the services that listen."""
+
+    @abc.abstractmethod
+    async def job_start(self, job_id: str) -> None:
+        """The GPU is now taken by a training (`gpu_trainingjob_status` JobStart)."""
+
+    @abc.abstractmethod
+    async def job_end(self, job_id: str) -> None:
+        """The GPU is free again (`gpu_trainingjob_status` JobEnd)."""
+
+    @abc.abstractmethod
+    async def model_ready(self, *, bucket: str, model_file: str, vocab_file: str, job_id: str) -> None:
+        """A new model is in the bucket."""
+
+    @abc.abstractmethod
+    async def model_update(self, status: str) -> None:
+        """The model is being trained or was reset."""
+
+    @abc.abstractmethod
+    async def job_progress(self, job_id: str, data: dict[str, Any]) -> None:
+        """A phase change, progress report or log line of one job."""

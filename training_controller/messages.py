@@ -1,0 +1,193 @@
+"""Every payload that crosses NATS, as pydantic models.
+
+The subject names and payloads are Opni's, so that the controller drops into an existing Opni deployment.
+Handlers receive these models, never raw bytes: a payload that does not validate is answered with an
+`ErrorReply` that names each problem.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StrictInt, ValidationError, field_validator, model_validator
+
+from training_controller.core.jobs import JobPhase
+from training_controller.core.queries import Interval, LogQuery
+
+MODELS = ("nulog",)
+MAX_NS = 2**63 - 1
+MAX_INTERVALS = 1_000
+
+Nanoseconds = Annotated[StrictInt, Field(ge=0, le=MAX_NS, description="Nanoseconds since the Unix epoch.")]
+JobId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$", description="A job id.")]
+
+
+class Subjects:
+    """The NATS subjects of the wire contract."""
+
+    TRAIN = "train"
+    TRAIN_MODEL = "train_model"
+    MODEL_STATUS = "model_status"
+    WORKLOAD_PARAMETERS = "workload_parameters"
+    GPU_SERVICE_INFERENCE = "gpu_service_inference"
+    GPU_SERVICE_INFERENCE_INTERNAL = "gpu_service_inference_internal"
+    GPU_SERVICE_RUNNING = "gpu_service_running"
+    GPU_TRAININGJOB_STATUS = "gpu_trainingjob_status"
+    MODEL_WORKLOAD_PARAMETERS = "model_workload_parameters"
+    MODEL_UPDATE = "model_update"
+    MODEL_READY = "model_ready"
+    TRAINING_STATUS = "training_status"
+    TRAINING_JOBS = "training_jobs"
+    TRAINING_CANCEL = "training_cancel"
+    TRAINING_LOGS = "training_logs"  # training_logs.<job>
+
+    @staticmethod
+    def training_logs(job_id: str) -> str:
+        return f"training_logs.{job_id}"
+
+
+JOB_START = b"JobStart"
+JOB_END = b"JobEnd"
+
+
+class TimeInterval(BaseModel):
+    """One time range of logs to train on, in nanoseconds since the epoch, end excluded."""
+
+    start_ts: Nanoseconds = Field(description="Start of the range, nanoseconds since the epoch.")
+    end_ts: Nanoseconds = Field(description="End of the range (excluded), nanoseconds since the epoch.")
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> TimeInterval:
+        if self.start_ts >= self.end_ts:
+            raise ValueError(f"start_ts ({self.start_ts}) must be before end_ts ({self.end_ts})")
+        return self
+
+
+class TrainRequest(BaseModel):
+    """A request to train a model on the logs of some time ranges (subject `train`)."""
+
+    model_to_train: str = Field(description="The model to train; this controller trains `nulog`.")
+    time_intervals: list[TimeInterval] = Field(
+        min_length=1, max_length=MAX_INTERVALS, description="The time ranges whose logs make the training data."
+    )
+
+    @field_validator("model_to_train")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value[:64]!r}; this controller trains: {', '.join(MODELS)}")
+        return value
+
+    def to_query(self) -> LogQuery:
+        """The log query this request asks for."""
+        return LogQuery(intervals=tuple(Interval(start_ns=i.start_ts, end_ns=i.end_ts) for i in self.time_intervals))
+
+
+class TrainAccepted(BaseModel):
+    """The reply to an accepted `train` request."""
+
+    job_id: str = Field(description="The id of the new training job.")
+    status: Literal["queued"] = "queued"
+    queue_position: int = Field(description="How many jobs run before this one.")
+
+
+class ErrorReply(BaseModel):
+    """The reply to a request that could not be served; `error` says why."""
+
+    error: str = Field(description="What is wrong, in one or more sentences.")
+
+
+class JobRequest(BaseModel):
+    """Names one training job (`training_status`, `training_cancel`)."""
+
+    job_id: JobId
+
+
+class JobsRequest(BaseModel):
+    """Filters for `training_jobs`."""
+
+    status: JobPhase | None = Field(default=None, description="Only jobs in this phase.")
+    limit: int = Field(default=20, ge=1, le=1000, description="At most this many, most recent first.")
+
+
+class BucketFiles(BaseModel):
+    """The names of a model's files in its bucket."""
+
+    model_file: str
+    vocab_file: str
+
+
+class ModelReady(BaseModel):
+    """A new model is in the bucket (subject `model_ready`)."""
+
+    bucket: str
+    bucket_files: BucketFiles
+    job_id: str
+
+
+class ModelUpdate(BaseModel):
+    """The model is being trained or was reset (subject `model_update`)."""
+
+    status: str
+
+
+class PayloadError(ValueError):
+    """A payload that does not fit its subject's model."""
+
+
+def decode(model: type[BaseModel], data: bytes) -> BaseModel:
+    """Parse a payload into `model`; raises PayloadError with a readable message."""
+    try:
+        raw = json.loads(data) if data.strip() else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PayloadError(f"payload is not valid JSON: {e}") from None
+    if raw is None:
+        raw = {}  # an empty request means "all defaults"; a model with required fields says which are missing
+    if not isinstance(raw, dict):
+        raise PayloadError(f"payload must be a JSON object, not {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise PayloadError(describe(e)) from None
+
+
+def describe(error: ValidationError) -> str:
+    """A ValidationError as one line per problem: `field.path: what is wrong`."""
+    problems = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "payload"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
+
+
+def encode(value: BaseModel | dict[str, Any] | list[Any] | str | bytes) -> bytes:
+    """A reply or message as bytes: models and JSON values as JSON, text as UTF-8."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, BaseModel):
+        return value.model_dump_json().encode()
+    return json.dumps(value).encode()
+
+
+__all__ = [
+    "BucketFiles",
+    "ErrorReply",
+    "JOB_END",
+    "JOB_START",
+    "JobRequest",
+    "JobsRequest",
+    "ModelReady",
+    "ModelUpdate",
+    "PayloadError",
+    "Subjects",
+    "TimeInterval",
+    "TrainAccepted",
+    "TrainRequest",
+    "decode",
+    "describe",
+    "encode",
+]
