@@ -56,7 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from training_controller.demo import run_demo
 
-    return run_demo(keep=args.keep, epochs=args.epochs, timeout=args.timeout)
+    workdir = Path(args.workdir) if args.workdir else None
+    return run_demo(keep=args.keep, epochs=args.epochs, timeout=args.timeout, workdir=workdir)
 
 
 def cmd_sample_logs(args: argparse.Namespace) -> int:
@@ -82,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
     d.add_argument("--timeout", type=float, default=170.0, help="give up after this many seconds")
     d.add_argument("--keep", action="store_true", help="keep the temporary directory and print its path")
+    d.add_argument("--workdir", default=None, help="make the temporary directory inside this one")
     d.set_defaults(func=cmd_demo)
 
     g = sub.add_parser("sample-logs", help="write realistic JSONL log documents")

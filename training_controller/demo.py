@@ -224,10 +224,12 @@ class Demo:
         return list(picked.values())
 
 
-def run_demo(*, keep: bool = False, epochs: int = 2, timeout: float = 170.0) -> int:
+def run_demo(*, keep: bool = False, epochs: int = 2, timeout: float = 170.0, workdir: Path | None = None) -> int:
     """Run the demo; returns the exit code."""
     started = time.monotonic()
-    root = Path(tempfile.mkdtemp(prefix="training-controller-demo-"))
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="training-controller-demo-", dir=workdir))
     demo = Demo(root, epochs=epochs)
     try:
         demo.start()
