@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 
 from training_controller.adapters.events.nats import NatsEvents
 from training_controller.adapters.launchers.local import LocalLauncher
@@ -15,7 +16,8 @@ from training_controller.bus import Bus
 from training_controller.config import Settings
 from training_controller.core.controller import ControllerOptions, TrainingController
 from training_controller.core.ports import Launcher, LogSource, ObjectStore
-from training_controller.handlers import Handlers
+from training_controller.handlers import TRAIN_CONSUMER, TRAIN_STREAM, Handlers
+from training_controller.messages import Subjects
 
 log = logging.getLogger(__name__)
 
@@ -46,33 +48,47 @@ def controller_options(settings: Settings) -> ControllerOptions:
         seed=settings.train_seed,
         max_lines=settings.train_max_lines,
         device=settings.train_device,
+        gpu_reset_seconds=settings.gpu_training_reset_time,
+        workload_lookback_seconds=settings.workload_lookback_seconds,
     )
 
 
 class Service:
-    """The running controller: a NATS connection, the routes it serves, and the training worker."""
+    """The running controller: a NATS connection, the routes it serves, the train stream's consumer, and the
+    training worker."""
 
     def __init__(self, bus: Bus, controller: TrainingController) -> None:
         self.bus = bus
         self.controller = controller
-        self._worker: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     @classmethod
-    async def start(cls, settings: Settings) -> Service:
+    async def start(cls, settings: Settings, *, launcher: Launcher | None = None) -> Service:
+        """Connect and serve; `launcher` replaces the one Settings selects (tests use a crashing one)."""
         bus = await Bus.connect(settings.nats_server_url)
+        instance = uuid.uuid4().hex
         try:
             controller = TrainingController(
                 source=build_log_source(settings),
                 store=build_object_store(settings),
-                launcher=build_launcher(settings),
+                launcher=launcher or build_launcher(settings),
                 state=await NatsKVStateStore.open(bus),
-                events=NatsEvents(bus),
+                events=NatsEvents(bus, instance=instance),
                 options=controller_options(settings),
             )
+            await controller.load()
             service = cls(bus, controller)
-            for route in Handlers(controller).routes():
+            handlers = Handlers(controller, instance=instance)
+            for route in handlers.routes():
                 await bus.serve(route)
-            service._worker = asyncio.create_task(controller.run(), name="training-worker")
+            await bus.ensure_stream(TRAIN_STREAM, [Subjects.TRAIN])
+            service._tasks = [
+                asyncio.create_task(controller.run(), name="training-worker"),
+                asyncio.create_task(
+                    bus.consume(TRAIN_STREAM, Subjects.TRAIN, TRAIN_CONSUMER, handlers.train_from_stream),
+                    name="train-stream-consumer",
+                ),
+            ]
         except BaseException:
             await bus.close()
             raise
@@ -85,8 +101,9 @@ class Service:
         return service
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await task
         await self.bus.close()

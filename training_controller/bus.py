@@ -16,7 +16,8 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.errors import BucketNotFoundError
+from nats.js.api import StreamConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
@@ -37,6 +38,7 @@ class Route:
     handler: Handler
     model: type[BaseModel] | None = None  # None: the handler takes the raw bytes
     queue: str = ""
+    requests_only: bool = False  # ignore plain publishes (another path, such as a stream, takes them)
 
 
 class Bus:
@@ -77,6 +79,8 @@ class Bus:
         """Subscribe a route's handler to its subject."""
 
         async def on_message(msg: Msg) -> None:
+            if route.requests_only and not msg.reply:
+                return
             reply = await self._handle(route, msg)
             if msg.reply and reply is not None:
                 await self.nc.publish(msg.reply, encode(reply))
@@ -98,8 +102,46 @@ class Bus:
             log.exception("%s handler crashed", route.subject)
             return ErrorReply(error=f"internal error while serving {route.subject}: {type(e).__name__}")
 
-    async def publish(self, subject: str, payload: BaseModel | dict[str, Any] | str | bytes) -> None:
-        await self.nc.publish(subject, encode(payload))
+    async def publish(
+        self, subject: str, payload: BaseModel | dict[str, Any] | str | bytes, *, headers: dict[str, str] | None = None
+    ) -> None:
+        await self.nc.publish(subject, encode(payload), headers=headers)
+
+    async def ensure_stream(self, name: str, subjects: list[str]) -> None:
+        """A JetStream stream capturing `subjects`, created if missing.
+
+        `no_ack` keeps JetStream from answering a request on a captured subject with its own PubAck, so that a
+        requester gets the service's reply and nothing else.
+        """
+        try:
+            await self.js.stream_info(name)
+        except NotFoundError:
+            await self.js.add_stream(
+                StreamConfig(name=name, subjects=subjects, no_ack=True, duplicate_window=120.0, max_age=7 * 86_400.0)
+            )
+
+    async def consume(
+        self, stream: str, subject: str, durable: str, handler: Callable[[Msg], Awaitable[None]], *, batch: int = 10
+    ) -> None:
+        """Deliver the stream's messages to `handler` through a durable pull consumer, forever.
+
+        The handler acks; a message it neither acks nor terms is delivered again after the ack wait, also to a
+        restarted controller.
+        """
+        sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream)
+        self._subscriptions.append(sub)
+        while True:
+            try:
+                messages = await sub.fetch(batch, timeout=5)
+            except nats.errors.TimeoutError:
+                continue
+            except nats.errors.ConnectionClosedError:
+                return
+            for msg in messages:
+                try:
+                    await handler(msg)
+                except Exception:  # the message stays unacked and comes back; the consumer goes on
+                    log.exception("handling a message of stream %s failed; it will be delivered again", stream)
 
     async def key_value(self, bucket: str, *, history: int = 1) -> KeyValue:
         """A JetStream key-value bucket, created if missing."""
@@ -115,4 +157,6 @@ class Bus:
             except Exception:  # closing anyway
                 pass
         if not self.nc.is_closed:
-            await self.nc.drain()
+            # close, not drain: the handlers are done by now, and draining a pull subscription waits out
+            # the drain timeout.
+            await self.nc.close()

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     train_seed: int = Field(default=0, ge=0)
     train_max_lines: int | None = Field(default=None, ge=1, description="Cap on lines the model trains on.")
     train_device: Literal["auto", "cpu", "cuda"] = "auto"
+    gpu_training_reset_time: float = Field(
+        default=3600, gt=0, description="Seconds after which an external JobStart without JobEnd stops counting."
+    )
+    workload_lookback_seconds: int = Field(default=3600, ge=60, description="How far back train_model looks.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

@@ -1,44 +1,137 @@
-"""One short function per subject: validate (done by the bus), call the core, reply."""
+"""One short function per subject: validate (the bus, or `messages`), call the core, reply."""
 
 from __future__ import annotations
+
+import logging
+import time
 
 from nats.aio.msg import Msg
 
 from training_controller.bus import Route
-from training_controller.core.controller import TrainingController
+from training_controller.core.controller import Origin, TrainingController, request_hash
 from training_controller.core.errors import LauncherUnavailable
-from training_controller.messages import JobRequest, JobsRequest, Subjects, TrainAccepted, TrainRequest
+from training_controller.messages import (
+    CONTROLLER_HEADER,
+    JOB_END,
+    JOB_START,
+    JobRequest,
+    JobsRequest,
+    PayloadError,
+    Subjects,
+    TrainAccepted,
+    TrainRequest,
+    decode,
+    decode_workloads,
+)
+
+log = logging.getLogger(__name__)
+
+TRAIN_STREAM = "TRAINING_REQUESTS"
+TRAIN_CONSUMER = "training-controller"
 
 
 class Handlers:
     """The service's request handlers."""
 
-    def __init__(self, controller: TrainingController) -> None:
+    def __init__(self, controller: TrainingController, *, instance: str) -> None:
         self.controller = controller
+        self.instance = instance
+
+    # -- train: answered directly when it is a request; stored and trained from the stream ---------------
 
     async def train(self, request: TrainRequest, msg: Msg) -> TrainAccepted:
-        record = await self.controller.submit(
-            request.to_query(), request=request.model_dump(), requested_by=f"nats:{msg.subject}"
+        origin = Origin(
+            via="request",
+            request_hash=request_hash(request.model_dump()),
+            received_at=time.time(),
+            msg_id=(msg.headers or {}).get("Nats-Msg-Id"),
         )
-        position = await self.controller.queue_position(record.job_id)
-        return TrainAccepted(job_id=record.job_id, queue_position=position)
+        return await self._submit(request, origin)
 
-    async def training_status(self, request: JobRequest, msg: Msg) -> dict:
-        return (await self.controller.get_job(request.job_id)).to_json()
+    async def train_from_stream(self, msg: Msg) -> None:
+        """One stored `train` request: becomes a job (once), then is acked."""
+        try:
+            request = decode(TrainRequest, msg.data)
+        except PayloadError as e:
+            log.warning("dropped train request #%d from the stream: %s", msg.metadata.sequence.stream, e)
+            await msg.term()
+            return
+        origin = Origin(
+            via="stream",
+            request_hash=request_hash(request.model_dump()),
+            received_at=msg.metadata.timestamp.timestamp(),
+            msg_id=(msg.headers or {}).get("Nats-Msg-Id"),
+            stream_seq=msg.metadata.sequence.stream,
+        )
+        await self._submit(request, origin)
+        await msg.ack()
 
-    async def training_jobs(self, request: JobsRequest, msg: Msg) -> dict:
-        records = await self.controller.list_jobs(phase=request.status, limit=request.limit)
-        return {"jobs": [r.to_json() for r in records]}
+    async def _submit(self, request: TrainRequest, origin: Origin) -> TrainAccepted:
+        record = await self.controller.submit(
+            request.to_query(), request=request.model_dump(), requested_by=f"nats:train ({origin.via})", origin=origin
+        )
+        return TrainAccepted(job_id=record.job_id, queue_position=await self.controller.queue_position(record.job_id))
+
+    # -- the gateway -------------------------------------------------------------------------------------
+
+    async def train_model(self, payload: bytes, msg: Msg) -> str:
+        status_type = await self.controller.train_workloads(decode_workloads(payload), requested_by="nats:train_model")
+        return "model reset" if status_type == "reset" else "training job submitted"
+
+    async def model_status(self, payload: bytes, msg: Msg) -> str:
+        return await self.controller.model_status()
+
+    async def workload_parameters(self, payload: bytes, msg: Msg) -> dict:
+        return await self.controller.last_workloads()
+
+    # -- the GPU -----------------------------------------------------------------------------------------
+
+    async def gpu_trainingjob_status(self, payload: bytes, msg: Msg) -> None:
+        if (msg.headers or {}).get(CONTROLLER_HEADER) == self.instance:
+            return None  # our own announcement; our jobs are counted already
+        if payload.strip() == JOB_START:
+            await self.controller.gpu.external_start()
+        elif payload.strip() == JOB_END:
+            await self.controller.gpu.external_end()
+        else:
+            log.warning("ignored gpu_trainingjob_status %r: expected JobStart or JobEnd", payload[:64])
+        return None
+
+    async def gpu_service_inference(self, payload: bytes, msg: Msg) -> str:
+        if await self.controller.gpu_free_for_inference():
+            await self.controller.events.inference_granted(payload)
+            return "YES"
+        return "NO"
 
     async def gpu_service_running(self, payload: bytes, msg: Msg) -> str:
         if not await self.controller.launcher.healthy():
             raise LauncherUnavailable(f"the {self.controller.launcher.name} launcher is not healthy")
         return "running"
 
+    # -- jobs for people -----------------------------------------------------------------------------------
+
+    async def training_status(self, request: JobRequest, msg: Msg) -> dict:
+        record = await self.controller.get_job(request.job_id)
+        return {**record.to_json(), "queue_position": await self.controller.queue_position(record.job_id)}
+
+    async def training_jobs(self, request: JobsRequest, msg: Msg) -> dict:
+        records = await self.controller.list_jobs(phase=request.status, limit=request.limit)
+        return {"jobs": [r.to_json() for r in records]}
+
+    async def training_cancel(self, request: JobRequest, msg: Msg) -> dict:
+        return (await self.controller.cancel(request.job_id)).to_json()
+
     def routes(self) -> list[Route]:
         return [
-            Route(Subjects.TRAIN, self.train, TrainRequest),
+            # Plain publishes on train are taken from the stream; requests are answered here too.
+            Route(Subjects.TRAIN, self.train, TrainRequest, requests_only=True),
+            Route(Subjects.TRAIN_MODEL, self.train_model),
+            Route(Subjects.MODEL_STATUS, self.model_status),
+            Route(Subjects.WORKLOAD_PARAMETERS, self.workload_parameters),
+            Route(Subjects.GPU_TRAININGJOB_STATUS, self.gpu_trainingjob_status),
+            Route(Subjects.GPU_SERVICE_INFERENCE, self.gpu_service_inference),
+            Route(Subjects.GPU_SERVICE_RUNNING, self.gpu_service_running),
             Route(Subjects.TRAINING_STATUS, self.training_status, JobRequest),
             Route(Subjects.TRAINING_JOBS, self.training_jobs, JobsRequest),
-            Route(Subjects.GPU_SERVICE_RUNNING, self.gpu_service_running),
+            Route(Subjects.TRAINING_CANCEL, self.training_cancel, JobRequest),
         ]

@@ -10,7 +10,15 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from training_controller.core.jobs import JobPhase
 from training_controller.core.queries import Interval, LogQuery
@@ -47,6 +55,7 @@ class Subjects:
         return f"training_logs.{job_id}"
 
 
+CONTROLLER_HEADER = "Training-Controller"
 JOB_START = b"JobStart"
 JOB_END = b"JobEnd"
 
@@ -82,6 +91,41 @@ class TrainRequest(BaseModel):
     def to_query(self) -> LogQuery:
         """The log query this request asks for."""
         return LogQuery(intervals=tuple(Interval(start_ns=i.start_ts, end_ns=i.end_ts) for i in self.time_intervals))
+
+
+Name = Annotated[str, Field(min_length=1, max_length=253)]
+WorkloadMap = dict[Name, dict[Name, Annotated[list[Name], Field(max_length=10_000)]]]
+_WORKLOADS = TypeAdapter(WorkloadMap)
+
+
+class TrainModelRequest(BaseModel):
+    """The gateway's request to train on some workloads (subject `train_model`); empty workloads reset."""
+
+    uuid: str | None = Field(default=None, max_length=256, description="The gateway's id of the request.")
+    workloads: WorkloadMap = Field(description="cluster id -> namespace -> deployments.")
+
+
+def decode_workloads(data: bytes) -> WorkloadMap:
+    """The workloads of a `train_model` payload, wrapped or bare; `{}` means reset."""
+    try:
+        raw = json.loads(data) if data.strip() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PayloadError(f"payload is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise PayloadError(f"payload must be a JSON object, not {type(raw).__name__}")
+    try:
+        if "workloads" in raw and isinstance(raw["workloads"], dict):
+            return TrainModelRequest.model_validate(raw).workloads
+        return _WORKLOADS.validate_python(raw)
+    except ValidationError as e:
+        raise PayloadError(describe(e)) from None
+
+
+class ModelWorkloadParameters(BaseModel):
+    """What the model is (being) trained on (subject `model_workload_parameters`)."""
+
+    workloads: WorkloadMap
+    status_type: Literal["train", "update", "reset"]
 
 
 class TrainAccepted(BaseModel):
@@ -174,6 +218,7 @@ def encode(value: BaseModel | dict[str, Any] | list[Any] | str | bytes) -> bytes
 
 
 __all__ = [
+    "CONTROLLER_HEADER",
     "BucketFiles",
     "ErrorReply",
     "JOB_END",
@@ -182,6 +227,10 @@ __all__ = [
     "JobsRequest",
     "ModelReady",
     "ModelUpdate",
+    "ModelWorkloadParameters",
+    "TrainModelRequest",
+    "WorkloadMap",
+    "decode_workloads",
     "PayloadError",
     "Subjects",
     "TimeInterval",

@@ -84,6 +84,12 @@ class JobRecord(BaseModel):
     training_data: dict[str, str] = Field(default_factory=dict, description="Object locations of the data.")
     artifacts: dict[str, str] = Field(default_factory=dict, description="Object locations of the model.")
     progress: dict[str, Any] = Field(default_factory=dict, description="The latest progress report.")
+    gpu_held: bool = Field(default=False, description="JobStart was announced and JobEnd not yet.")
+    cancel_requested: bool = False
+    msg_id: str | None = Field(default=None, description="The request's Nats-Msg-Id, if it had one.")
+    request_hash: str = Field(default="", description="sha256 of the request payload, to match its copies.")
+    stream_seq: int | None = Field(default=None, description="Sequence of the request in the train stream.")
+    replied: bool = Field(default=False, description="A requester was answered with this job's id.")
     created_at: str = Field(default_factory=utc_now)
     updated_at: str = Field(default_factory=utc_now)
     started_at: str | None = None

@@ -180,3 +180,11 @@ class Events(abc.ABC):
     @abc.abstractmethod
     async def job_progress(self, job_id: str, data: dict[str, Any]) -> None:
         """A phase change, progress report or log line of one job."""
+
+    @abc.abstractmethod
+    async def workload_parameters(self, workloads: dict[str, Any], status_type: str) -> None:
+        """The workloads the model is (being) trained on: status_type `train`, `update` or `reset`."""
+
+    @abc.abstractmethod
+    async def inference_granted(self, payload: bytes) -> None:
+        """Hand an inference request that may use the GPU on to the inference service."""

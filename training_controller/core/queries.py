@@ -81,6 +81,6 @@ class LogQuery(BaseModel):
             return False
         if self.exclude_keywords:
             text = str(doc.get("log", "")).lower()
-            if any(word in text for word in self.exclude_keywords):
+            if any(word.lower() in text for word in self.exclude_keywords):
                 return False
         return True

@@ -6,20 +6,32 @@ from typing import Any
 
 from training_controller.bus import Bus
 from training_controller.core.ports import Events
-from training_controller.messages import JOB_END, JOB_START, BucketFiles, ModelReady, ModelUpdate, Subjects
+from training_controller.messages import (
+    CONTROLLER_HEADER,
+    JOB_END,
+    JOB_START,
+    BucketFiles,
+    ModelReady,
+    ModelUpdate,
+    ModelWorkloadParameters,
+    Subjects,
+)
 
 
 class NatsEvents(Events):
     """Publishes on the wire contract's subjects."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, *, instance: str) -> None:
         self.bus = bus
+        # Our own JobStart/JobEnd carry this header, so that our subscription can tell them from an
+        # external trainer's; Opni's listeners read only the payload.
+        self._headers = {CONTROLLER_HEADER: instance}
 
     async def job_start(self, job_id: str) -> None:
-        await self.bus.publish(Subjects.GPU_TRAININGJOB_STATUS, JOB_START)
+        await self.bus.publish(Subjects.GPU_TRAININGJOB_STATUS, JOB_START, headers={**self._headers, "Job-Id": job_id})
 
     async def job_end(self, job_id: str) -> None:
-        await self.bus.publish(Subjects.GPU_TRAININGJOB_STATUS, JOB_END)
+        await self.bus.publish(Subjects.GPU_TRAININGJOB_STATUS, JOB_END, headers={**self._headers, "Job-Id": job_id})
 
     async def model_ready(self, *, bucket: str, model_file: str, vocab_file: str, job_id: str) -> None:
         files = BucketFiles(model_file=model_file, vocab_file=vocab_file)
@@ -30,3 +42,10 @@ class NatsEvents(Events):
 
     async def job_progress(self, job_id: str, data: dict[str, Any]) -> None:
         await self.bus.publish(Subjects.training_logs(job_id), {"job_id": job_id, **data})
+
+    async def workload_parameters(self, workloads: dict[str, Any], status_type: str) -> None:
+        payload = ModelWorkloadParameters(workloads=workloads, status_type=status_type)
+        await self.bus.publish(Subjects.MODEL_WORKLOAD_PARAMETERS, payload)
+
+    async def inference_granted(self, payload: bytes) -> None:
+        await self.bus.publish(Subjects.GPU_SERVICE_INFERENCE_INTERNAL, payload)

@@ -112,6 +112,8 @@ class LocalLauncher(Launcher):
             position += len(chunk)
             pending += chunk
             *lines, pending = pending.split(b"\n")
+            if ended and pending.strip():  # the job's last line, written without its newline
+                lines.append(pending)
             for raw in lines:
                 event = _parse(raw)
                 if event.data.get("event") == "error":

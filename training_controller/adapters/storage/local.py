@@ -26,9 +26,11 @@ class LocalObjectStore(ObjectStore):
 
     def path(self, bucket: str, key: str = "") -> Path:
         """The file that holds an object (or the directory of a prefix)."""
-        target = (self.root / bucket / key).resolve()
-        if not target.is_relative_to(self.root.resolve()):
-            raise InvalidRequest(f"object name {bucket}/{key} leaves the store")
+        root = self.root.resolve()
+        bucket_dir = (root / bucket).resolve()
+        target = (bucket_dir / key).resolve()
+        if bucket_dir.parent != root or not target.is_relative_to(bucket_dir):
+            raise InvalidRequest(f"object name {bucket}/{key} leaves its bucket")
         return target
 
     def _atomic_write(self, target: Path, write) -> None:

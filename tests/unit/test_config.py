@@ -1,0 +1,157 @@
+"""Settings from the environment: every problem named in one message, never a secret value."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training_controller.config import ConfigError, Settings, load_settings
+
+SECRET = "s3cr3t-value"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No variable that Settings reads, in any case, is left from the real environment."""
+    names = {name.lower() for name in Settings.model_fields}
+    for key in list(os.environ):
+        if key.lower() in names:
+            monkeypatch.delenv(key)
+    return monkeypatch
+
+
+def _valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NATS_SERVER_URL", "nats://127.0.0.1:4222")
+    monkeypatch.setenv("LOG_FILES_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("LOCAL_STORE_DIR", str(tmp_path / "store"))
+
+
+def test_nothing_set_names_every_required_setting_in_one_message():
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+
+    message = str(info.value)
+    assert message.startswith("invalid configuration: ")
+    assert "NATS_SERVER_URL is required" in message
+    assert "LOG_FILES_DIR is required when LOG_SOURCE=files" in message
+    assert "LOCAL_STORE_DIR is required when OBJECT_STORE=local" in message
+    assert "\n" not in message
+
+
+def test_wrong_type_and_missing_conditional_setting_are_both_named(clean_env, tmp_path: Path):
+    clean_env.setenv("NATS_SERVER_URL", "nats://x:4222")
+    clean_env.setenv("LOCAL_STORE_DIR", str(tmp_path))
+    clean_env.setenv("WINDOW_SECONDS", "sixty")
+
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+
+    message = str(info.value)
+    assert "WINDOW_SECONDS: Input should be a valid integer" in message
+    assert "LOG_FILES_DIR is required when LOG_SOURCE=files" in message
+    assert "LOCAL_STORE_DIR" not in message
+    assert "sixty" not in message
+
+
+def test_conditional_setting_alone_is_named(clean_env, tmp_path: Path):
+    clean_env.setenv("NATS_SERVER_URL", "nats://x:4222")
+    clean_env.setenv("LOG_FILES_DIR", str(tmp_path))
+
+    with pytest.raises(ConfigError, match=r"^invalid configuration: LOCAL_STORE_DIR is required when OBJECT_STORE=local$"):
+        load_settings()
+
+
+def test_invalid_selector_is_named(clean_env, tmp_path: Path):
+    _valid(clean_env, tmp_path)
+    clean_env.setenv("LOG_SOURCE", "kafka")
+
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+
+    message = str(info.value)
+    assert "LOG_SOURCE: Input should be 'files'" in message
+    assert "kafka" not in message
+
+
+def test_out_of_range_value_is_named(clean_env, tmp_path: Path):
+    _valid(clean_env, tmp_path)
+    clean_env.setenv("TRAIN_EPOCHS", "0")
+
+    with pytest.raises(ConfigError, match=r"TRAIN_EPOCHS: Input should be greater than or equal to 1"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("name", "bad"), [("TRAIN_DEVICE", "tpu"), ("WINDOW_SECONDS", "x"), ("LOG_SOURCE", "kafka")])
+def test_secret_value_never_appears_in_the_error(clean_env, tmp_path: Path, name: str, bad: str):
+    _valid(clean_env, tmp_path)
+    clean_env.setenv("MINIO_SECRET_KEY", SECRET)
+    clean_env.setenv("MINIO_ACCESS_KEY", SECRET + "-access")
+    clean_env.setenv("ES_PASSWORD", SECRET + "-es")
+    clean_env.setenv(name, bad)
+
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+
+    assert name in str(info.value)
+    assert SECRET not in str(info.value)
+    assert SECRET not in repr(info.value)
+
+
+def test_full_valid_environment_loads_and_hides_secrets(clean_env, tmp_path: Path):
+    _valid(clean_env, tmp_path)
+    clean_env.setenv("MINIO_SECRET_KEY", SECRET)
+    clean_env.setenv("ES_PASSWORD", SECRET)
+    clean_env.setenv("WINDOW_SECONDS", "30")
+    clean_env.setenv("TRAIN_EPOCHS", "2")
+    clean_env.setenv("TRAIN_MAX_LINES", "500")
+    clean_env.setenv("TRAIN_DEVICE", "cpu")
+    clean_env.setenv("LOG_LEVEL", "DEBUG")
+
+    settings = load_settings()
+
+    assert settings.nats_server_url == "nats://127.0.0.1:4222"
+    assert settings.log_files_dir == tmp_path / "logs"
+    assert settings.local_store_dir == tmp_path / "store"
+    assert (settings.window_seconds, settings.train_epochs, settings.train_max_lines) == (30, 2, 500)
+    assert (settings.train_device, settings.log_level) == ("cpu", "DEBUG")
+    assert settings.minio_secret_key is not None and settings.minio_secret_key.get_secret_value() == SECRET
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+    assert settings.jobs_dir() == tmp_path / "store-jobs"
+
+
+def test_defaults_of_a_minimal_environment(clean_env, tmp_path: Path):
+    _valid(clean_env, tmp_path)
+    clean_env.setenv("LOCAL_JOBS_DIR", str(tmp_path / "jobs"))
+
+    settings = load_settings()
+
+    assert (settings.log_source, settings.object_store, settings.launcher) == ("files", "local", "local")
+    assert (settings.s3_bucket, settings.training_bucket) == ("opni-nulog-models", "training-logs")
+    assert settings.window_seconds == 60 and settings.max_documents is None
+    assert settings.jobs_dir() == tmp_path / "jobs"
+
+
+def test_serve_without_nats_server_url_exits_2_with_one_message():
+    env = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "training_controller", "serve"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("training-controller: invalid configuration: ")
+    assert "NATS_SERVER_URL is required" in lines[0]
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""

@@ -1,0 +1,328 @@
+"""The local launcher, driven with a fake `python` script: events, cancel, restart reconciliation, commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from training_controller.adapters.launchers import local as local_module
+from training_controller.adapters.launchers.local import LocalLauncher, job_command, terminate_jobs
+from training_controller.core.errors import LauncherUnavailable
+from training_controller.core.ports import JobSpec, LauncherEvent
+
+PROGRESS_1 = {"event": "progress", "epoch": 1, "epochs": 1, "step": 1, "steps": 2, "loss": 0.5, "percent": 50,
+              "elapsed_s": 1, "eta_s": 1}
+PROGRESS_2 = {**PROGRESS_1, "step": 2, "loss": 0.25, "percent": 100, "eta_s": 0}
+
+# The fake `python`: ignores its arguments and does what the file `mode` next to it says.
+FAKE = f"""#!/bin/sh
+mode=$(cat "$(dirname "$0")/mode")
+case "$mode" in
+  succeed)
+    echo '{json.dumps(PROGRESS_1)}'
+    echo 'plain text, not an event'
+    echo '{json.dumps(PROGRESS_2)}'
+    echo 'some progress on stderr' >&2
+    exit 0 ;;
+  fail)
+    echo '{json.dumps(PROGRESS_1)}'
+    echo '{{"event":"error","message":"out of memory"}}'
+    echo 'Traceback: boom' >&2
+    exit 1 ;;
+  crash)
+    echo 'dying quietly' >&2
+    exit 3 ;;
+  args)
+    for a in "$@"; do echo "$a"; done
+    exit 0 ;;
+  sleep)
+    echo '{json.dumps(PROGRESS_1)}'
+    exec sleep 30 ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_python(tmp_path: Path) -> Path:
+    path = tmp_path / "bin" / "fake-python"
+    path.parent.mkdir()
+    path.write_text(FAKE)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.fixture
+def jobs_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "jobs"
+    yield path
+    if path.is_dir():
+        terminate_jobs(path, sig=signal.SIGKILL)  # no sleeping fake outlives its test
+
+
+@pytest.fixture(autouse=True)
+def fast_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_module, "POLL_SECONDS", 0.02)
+
+
+def _mode(fake_python: Path, mode: str) -> None:
+    (fake_python.parent / "mode").write_text(mode)
+
+
+def _spec(job_id: str = "job-1", **fields) -> JobSpec:
+    defaults = {"data_uris": ("/data/a.jsonl.gz",), "output_uri": "/models/job-1", "epochs": 1, "seed": 0}
+    return JobSpec(job_id=job_id, **{**defaults, **fields})
+
+
+async def _events(launcher: LocalLauncher, job_id: str, timeout: float = 10.0) -> list[LauncherEvent]:
+    async def collect() -> list[LauncherEvent]:
+        return [event async for event in launcher.events(job_id)]
+
+    return await asyncio.wait_for(collect(), timeout)
+
+
+async def _wait_for_exit_code(jobs_dir: Path, job_id: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (jobs_dir / job_id / "exit_code").exists():
+        assert time.monotonic() < deadline, f"job {job_id} did not end"
+        await asyncio.sleep(0.02)
+
+
+async def _wait_for_line(jobs_dir: Path, job_id: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    log = jobs_dir / job_id / "events.log"
+    while not (log.exists() and log.read_bytes().endswith(b"\n")):
+        assert time.monotonic() < deadline, f"job {job_id} wrote nothing"
+        await asyncio.sleep(0.02)
+
+
+async def test_successful_job_reports_progress_log_lines_and_one_finished_event(jobs_dir: Path, fake_python: Path):
+    _mode(fake_python, "succeed")
+    launcher = LocalLauncher(jobs_dir, python=str(fake_python))
+
+    await launcher.launch(_spec())
+    events = await _events(launcher, "job-1")
+
+    assert [e.kind for e in events] == ["progress", "log", "progress", "finished"]
+    assert events[0].data == PROGRESS_1
+    assert events[1].data == {"line": "plain text, not an event"}
+    assert events[2].data == PROGRESS_2
+    assert events[-1].succeeded is True
+    assert events[-1].message == "exit code 0"
+    assert json.loads((jobs_dir / "job-1" / "spec.json").read_text())["job_id"] == "job-1"
+    assert (jobs_dir / "job-1" / "stderr.log").read_text() == "some progress on stderr\n"
+
+
+async def test_failing_job_ends_with_a_failed_event_carrying_its_error_message(jobs_dir: Path, fake_python: Path):
+    _mode(fake_python, "fail")
+    launcher = LocalLauncher(jobs_dir, python=str(fake_python))
+
+    await launcher.launch(_spec())
+    events = await _events(launcher, "job-1")
+
+    assert [e.kind for e in events] == ["progress", "progress", "finished"]
+    assert events[1].data == {"event": "error", "message": "out of memory"}
+    finished = events[-1]
+    assert finished.succeeded is False
+    assert finished.message == "exit code 1: out of memory"
+
+
+async def test_failing_job_without_an_error_event_reports_its_stderr(jobs_dir: Path, fake_python: Path):
+    _mode(fake_python, "crash")
+    launcher = LocalLauncher(jobs_dir, python=str(fake_python))
+
+    await launcher.launch(_spec())
+    events = await _events(launcher, "job-1")
+
+    assert [e.kind for e in events] == ["finished"]
+    assert events[0].succeeded is False
+    assert events[0].message == "exit code 3: dying quietly"
+
+
+async def test_cancel_ends_a_running_job_with_a_failed_finished_event(jobs_dir: Path, fake_python: Path):
+    _mode(fake_python, "sleep")
+    launcher = LocalLauncher(jobs_dir, python=str(fake_python))
+    await launcher.launch(_spec())
+    await _wait_for_line(jobs_dir, "job-1")
+
+    await launcher.cancel("job-1")
+    events = await _events(launcher, "job-1")
+
+    assert [e.kind for e in events] == ["progress", "finished"]
+    assert events[-1].succeeded is False
+    assert events[-1].message
+    assert [j.state for j in await LocalLauncher(jobs_dir).list_jobs()] == ["failed"]
+
+
+async def test_cancel_of_an_unknown_job_does_nothing(jobs_dir: Path):
+    await asyncio.to_thread(jobs_dir.mkdir)
+
+    await LocalLauncher(jobs_dir).cancel("nope")
+
+    assert await asyncio.to_thread(lambda: list(jobs_dir.iterdir())) == []
+
+
+async def test_new_launcher_reconciles_ended_and_running_jobs(jobs_dir: Path, fake_python: Path):
+    first = LocalLauncher(jobs_dir, python=str(fake_python))
+    _mode(fake_python, "succeed")
+    await first.launch(_spec("job-a"))
+    await _wait_for_exit_code(jobs_dir, "job-a")
+    _mode(fake_python, "fail")
+    await first.launch(_spec("job-b"))
+    await _wait_for_exit_code(jobs_dir, "job-b")
+    _mode(fake_python, "sleep")
+    await first.launch(_spec("job-c"))
+    await _wait_for_line(jobs_dir, "job-c")
+
+    restarted = LocalLauncher(jobs_dir, python=str(fake_python))
+    jobs = {j.job_id: j for j in await restarted.list_jobs()}
+
+    assert {k: j.state for k, j in jobs.items()} == {"job-a": "succeeded", "job-b": "failed", "job-c": "running"}
+    assert jobs["job-a"].message == "exit code 0"
+    assert jobs["job-b"].message == "exit code 1"
+
+
+async def test_job_whose_process_vanished_without_exit_code_is_listed_as_failed(jobs_dir: Path):
+    job_dir = jobs_dir / "ghost"
+    job_dir.mkdir(parents=True)
+    (job_dir / "pid").write_text("999999999")
+
+    jobs = await LocalLauncher(jobs_dir).list_jobs()
+
+    assert [(j.job_id, j.state, j.message) for j in jobs] == [("ghost", "failed", "the training process disappeared")]
+
+
+async def test_list_jobs_of_a_missing_directory_is_empty(tmp_path: Path):
+    assert await LocalLauncher(tmp_path / "none").list_jobs() == []
+
+
+async def test_new_launcher_replays_the_events_of_a_finished_job(jobs_dir: Path, fake_python: Path):
+    _mode(fake_python, "fail")
+    await LocalLauncher(jobs_dir, python=str(fake_python)).launch(_spec())
+    await _wait_for_exit_code(jobs_dir, "job-1")
+
+    events = await _events(LocalLauncher(jobs_dir, python=str(fake_python)), "job-1")
+
+    assert [e.kind for e in events] == ["progress", "progress", "finished"]
+    assert events[0].data == PROGRESS_1
+    assert (events[-1].succeeded, events[-1].message) == (False, "exit code 1: out of memory")
+
+
+async def test_events_of_a_replayed_successful_job_end_in_success(jobs_dir: Path, fake_python: Path):
+    _mode(fake_python, "succeed")
+    await LocalLauncher(jobs_dir, python=str(fake_python)).launch(_spec())
+    await _wait_for_exit_code(jobs_dir, "job-1")
+
+    events = await _events(LocalLauncher(jobs_dir), "job-1")
+
+    assert [e.kind for e in events] == ["progress", "log", "progress", "finished"]
+    assert events[-1].succeeded is True
+
+
+async def test_last_line_without_newline_is_still_reported(jobs_dir: Path):
+    job_dir = jobs_dir / "job-1"
+    job_dir.mkdir(parents=True)
+    (job_dir / "events.log").write_text('{"event":"error","message":"out of memory"}')
+    (job_dir / "exit_code").write_text("1\n")
+
+    events = await _events(LocalLauncher(jobs_dir), "job-1")
+
+    assert [e.kind for e in events] == ["progress", "finished"]
+    assert events[-1].message == "exit code 1: out of memory"
+
+
+async def test_launching_the_same_job_id_twice_raises_launcher_unavailable(jobs_dir: Path, fake_python: Path):
+    _mode(fake_python, "succeed")
+    launcher = LocalLauncher(jobs_dir, python=str(fake_python))
+    await launcher.launch(_spec())
+
+    with pytest.raises(LauncherUnavailable, match="job job-1 was already launched"):
+        await launcher.launch(_spec())
+    with pytest.raises(LauncherUnavailable):
+        await LocalLauncher(jobs_dir, python=str(fake_python)).launch(_spec())
+    assert [e.kind for e in await _events(launcher, "job-1")][-1] == "finished"
+
+
+async def test_launch_with_a_missing_interpreter_ends_in_failure(jobs_dir: Path, tmp_path: Path):
+    launcher = LocalLauncher(jobs_dir, python=str(tmp_path / "no-such-python"))
+
+    await launcher.launch(_spec())
+    events = await _events(launcher, "job-1")
+
+    assert events[-1].kind == "finished" and events[-1].succeeded is False
+    assert events[-1].message.startswith("exit code 127")
+
+
+async def test_job_receives_the_command_line_of_its_spec(jobs_dir: Path, fake_python: Path):
+    _mode(fake_python, "args")
+    launcher = LocalLauncher(jobs_dir, python=str(fake_python))
+    spec = _spec(data_uris=("/d/one file.gz", "/d/two.gz"), max_lines=50)
+
+    await launcher.launch(spec)
+    events = await _events(launcher, "job-1")
+
+    assert [e.data["line"] for e in events[:-1]] == job_command(spec, python=str(fake_python))[1:]
+
+
+def test_job_command_holds_every_setting_of_the_spec():
+    spec = JobSpec(
+        job_id="j1", data_uris=("/a.gz", "/b.gz"), output_uri="/out/j1", epochs=4, seed=7, max_lines=100, device="cpu"
+    )
+
+    cmd = job_command(spec, python="/usr/bin/python3")
+
+    assert cmd == [
+        "/usr/bin/python3", "-m", "nulog.job", "--job-id", "j1", "--data", "/a.gz", "/b.gz", "--output", "/out/j1",
+        "--epochs", "4", "--seed", "7", "--device", "cpu", "--max-lines", "100",
+    ]
+
+
+def test_job_command_leaves_out_max_lines_when_not_set():
+    cmd = job_command(_spec(), python="py")
+
+    assert "--max-lines" not in cmd
+    assert cmd[cmd.index("--device") + 1] == "auto"
+    assert cmd[cmd.index("--data") + 1] == "/data/a.jsonl.gz"
+    assert cmd[cmd.index("--output") + 1] == "/models/job-1"
+
+
+async def test_terminate_jobs_signals_only_running_jobs(jobs_dir: Path, fake_python: Path):
+    launcher = LocalLauncher(jobs_dir, python=str(fake_python))
+    _mode(fake_python, "succeed")
+    await launcher.launch(_spec("done"))
+    await _wait_for_exit_code(jobs_dir, "done")
+    _mode(fake_python, "sleep")
+    await launcher.launch(_spec("busy"))
+    await _wait_for_line(jobs_dir, "busy")
+
+    signalled = terminate_jobs(jobs_dir)
+
+    assert signalled == ["busy"]
+    events = await _events(launcher, "busy")
+    assert events[-1].kind == "finished" and events[-1].succeeded is False
+    assert (jobs_dir / "done" / "exit_code").read_text().strip() == "0"  # the ended job was left alone
+
+
+def test_terminate_jobs_ignores_stale_and_garbled_pid_files(tmp_path: Path):
+    (tmp_path / "stale").mkdir()
+    (tmp_path / "stale" / "pid").write_text("999999999")
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "pid").write_text("not a pid")
+
+    assert terminate_jobs(tmp_path) == []
+
+
+async def test_healthy_creates_a_writable_jobs_dir(jobs_dir: Path):
+    assert await LocalLauncher(jobs_dir).healthy() is True
+    assert await asyncio.to_thread(jobs_dir.is_dir)
+
+
+def test_fake_python_is_executable(fake_python: Path):
+    assert os.access(fake_python, os.X_OK)
