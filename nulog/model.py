@@ -150,13 +150,15 @@ class NuLog(nn.Module):
         attn = block.attn
         keep = idx != PAD_ID  # (B, T)
         x = self._embed(idx)  # (B, T, C)
-        m = self._embed(torch.full_like(idx, MASK_ID))  # (B, T, C): <MASK> at every position
+        # <MASK> at every position, the same for every line (no dropout), so computed once: (1, T, C)
+        pos = torch.arange(T, device=idx.device)
+        m = self.tok_emb.weight[MASK_ID] + self.pos_emb(pos)[None]
         q, k, v = attn.heads(block.ln1(x))  # (B, H, T, D)
-        qm, km, vm = attn.heads(block.ln1(m))  # (B, H, T, D)
+        qm, km, vm = attn.heads(block.ln1(m))  # (1, H, T, D)
         scale = 1.0 / math.sqrt(q.shape[-1])
         if self.config.readout == "mask":
-            query = qm  # variant i is read at position i, where <MASK> now sits
-            base = m  # (B, T, C): residual of the reading position
+            query = qm.expand_as(q)  # variant i is read at position i, where <MASK> now sits
+            base = m.expand_as(x)  # (B, T, C): residual of the reading position
         else:
             query = q[:, :, :1].expand_as(q)  # variant i is read at <CLS>, untouched by the mask
             base = x[:, :1].expand_as(x)

@@ -394,7 +394,7 @@ class TrainingController:
         async for event in self.launcher.events(job_id):
             if event.kind == "finished":
                 if progress is not None:
-                    record = await self._update(job_id, lambda r: r.evolve(progress=progress))
+                    record = await self._update(job_id, lambda r, p=progress: r.evolve(progress=p))
                 if (await self.get_job(job_id)).cancel_requested:
                     return await self._advance(record, JobPhase.CANCELLED, "cancelled while training")
                 if not event.succeeded:
