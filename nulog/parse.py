@@ -12,17 +12,85 @@ from pathlib import Path
 
 from nulog.data import tokenize_unique
 from nulog.model import NuLog
-from nulog.predict import template_of, token_hits
+from nulog.predict import WILDCARD, template_parts, token_hits
 from nulog.tokenizer import Tokenizer, Vocab
 
 
-def templates(model: NuLog, vocab: Vocab, lines: Sequence[str], *, k: int | None = None) -> list[str]:
-    """One template per line, in order; identical lines are predicted once."""
+def templates(
+    model: NuLog, vocab: Vocab, lines: Sequence[str], *, k: int | None = None, merge: bool = True
+) -> list[str]:
+    """One template per line, in order; identical lines are predicted once.
+
+    merge=True also unifies templates that differ only where one of them already has `<*>` (see
+    `merge_templates`); merge=False gives NuLog's per-line rule alone.
+    """
     config = model.config
     unique, token_lists, where = tokenize_unique(list(lines), Tokenizer(config.filters))
     hits = token_hits(model, vocab, token_lists, k=k or config.k)
-    unique_templates = [template_of(t, h) for t, h in zip(token_lists, hits, strict=True)]
+    parts = [template_parts(t, h) for t, h in zip(token_lists, hits, strict=True)]
+    if merge:
+        parts = merge_templates(parts)
+    unique_templates = ["".join(p) for p in parts]
     return [unique_templates[i] for i in where]
+
+
+def _compatible(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Same length, and wherever they differ one of them is `<*>`; the shared constants outweigh the
+    differences, so two mostly-variable templates are never joined."""
+    if len(a) != len(b) or a == b:
+        return False
+    agree = differ = 0
+    for x, y in zip(a, b, strict=True):
+        if x == y:
+            if x != WILDCARD and not x.isspace():
+                agree += 1
+        elif x == WILDCARD or y == WILDCARD:
+            differ += 1
+        else:
+            return False
+    return agree >= 1 and differ <= agree
+
+
+def _join(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(x if x == y else WILDCARD for x, y in zip(a, b, strict=True))
+
+
+def merge_templates(parts: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """Unify templates that differ only where one of them has `<*>`.
+
+    The model decides per line; a slot whose values repeat (a path seen five times) can be predicted in
+    some lines and not in others, which splits one event into several templates. A slot that is `<*>` in
+    one line and a constant in an otherwise identical line is a variable in both.
+    """
+    distinct = list(dict.fromkeys(parts))
+    by_len: dict[int, list[tuple[str, ...]]] = {}
+    for p in distinct:
+        by_len.setdefault(len(p), []).append(p)
+    final: dict[tuple[str, ...], tuple[str, ...]] = {p: p for p in distinct}
+    for group in by_len.values():
+        # Each template is repeatedly joined with any compatible one until none is left.
+        current = {p: p for p in group}  # original -> its current generalisation
+        reps = list(dict.fromkeys(group))
+        changed = True
+        while changed:
+            changed = False
+            for i in range(len(reps)):
+                for j in range(i + 1, len(reps)):
+                    if _compatible(reps[i], reps[j]):
+                        joined = _join(reps[i], reps[j])
+                        old_i, old_j = reps[i], reps[j]
+                        reps = [r for r in reps if r not in (old_i, old_j)]
+                        if joined not in reps:
+                            reps.append(joined)
+                        for k, v in current.items():
+                            if v in (old_i, old_j):
+                                current[k] = joined
+                        changed = True
+                        break
+                if changed:
+                    break
+        final.update(current)
+    return [final[p] for p in parts]
 
 
 def event_id(template: str) -> str:

@@ -53,17 +53,25 @@ def token_hits(
     return out
 
 
-def template_of(tokens: list[str], hits: list[bool | None]) -> str:
-    """Join the tokens back, writing `<*>` for each variable or mispredicted one."""
+WILDCARD = "<*>"
+
+
+def template_parts(tokens: list[str], hits: list[bool | None]) -> tuple[str, ...]:
+    """The tokens, with `<*>` for each variable or mispredicted one."""
     parts = []
     for t, h in zip(tokens, hits, strict=True):
         if is_blank(t):
             parts.append(t)
         elif is_variable(t) or h is False:
-            parts.append("<*>")
+            parts.append(WILDCARD)
         else:
             parts.append(t)
-    return "".join(parts)
+    return tuple(parts)
+
+
+def template_of(tokens: list[str], hits: list[bool | None]) -> str:
+    """Join the tokens back, writing `<*>` for each variable or mispredicted one."""
+    return "".join(template_parts(tokens, hits))
 
 
 def score_of(hits: list[bool | None]) -> float:
