@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 
 from training_controller.natsserver import NatsServer
 from training_controller.samples import write_sample_logs
+
+# Every controller a test starts serves its HTTP surface on a free port, never on the fixed default.
+os.environ["HTTP_PORT"] = "0"
 
 # Sample logs span 2021-03-29 17:00-18:00 UTC.
 SAMPLE_END_NS = 1_617_040_800 * 10**9

@@ -17,6 +17,7 @@ from training_controller.config import Settings
 from training_controller.core.controller import ControllerOptions, TrainingController
 from training_controller.core.ports import Launcher, LogSource, ObjectStore
 from training_controller.handlers import TRAIN_CONSUMER, TRAIN_STREAM, Handlers
+from training_controller.http import HttpSurface, Metrics
 from training_controller.messages import Subjects
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class Service:
     def __init__(self, bus: Bus, controller: TrainingController) -> None:
         self.bus = bus
         self.controller = controller
+        self.metrics = Metrics()
+        self.http = HttpSurface(self, self.metrics)
         self._tasks: list[asyncio.Task] = []
 
     @classmethod
@@ -77,20 +80,14 @@ class Service:
                 options=controller_options(settings),
             )
             await controller.load()
-            service = cls(bus, controller)
-            handlers = Handlers(controller, instance=instance)
-            for route in handlers.routes():
-                await bus.serve(route)
-            await bus.ensure_stream(TRAIN_STREAM, [Subjects.TRAIN])
-            service._tasks = [
-                asyncio.create_task(controller.run(), name="training-worker"),
-                asyncio.create_task(
-                    bus.consume(TRAIN_STREAM, Subjects.TRAIN, TRAIN_CONSUMER, handlers.train_from_stream),
-                    name="train-stream-consumer",
-                ),
-            ]
         except BaseException:
             await bus.close()
+            raise
+        service = cls(bus, controller)
+        try:
+            await service._serve(settings, Handlers(controller, instance=instance))
+        except BaseException:
+            await service.stop()
             raise
         log.info(
             "training controller ready: logs=%s store=%s launcher=%s",
@@ -100,7 +97,22 @@ class Service:
         )
         return service
 
+    async def _serve(self, settings: Settings, handlers: Handlers) -> None:
+        self.bus.observe = lambda subject, seconds: self.metrics.request_seconds.labels(subject=subject).observe(seconds)
+        for route in handlers.routes():
+            await self.bus.serve(route)
+        await self.bus.ensure_stream(TRAIN_STREAM, [Subjects.TRAIN])
+        self._tasks = [
+            asyncio.create_task(self.controller.run(), name="training-worker"),
+            asyncio.create_task(
+                self.bus.consume(TRAIN_STREAM, Subjects.TRAIN, TRAIN_CONSUMER, handlers.train_from_stream),
+                name="train-stream-consumer",
+            ),
+        ]
+        await self.http.start(host=settings.http_host, port=settings.http_port)
+
     async def stop(self) -> None:
+        await self.http.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

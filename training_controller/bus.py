@@ -9,6 +9,7 @@ the subscription goes on serving.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ class Bus:
         self.nc = nc
         self.js = nc.jetstream()
         self._subscriptions: list[Any] = []
+        # Called with (subject, seconds) after each request is answered; the service hangs its metrics here.
+        self.observe: Callable[[str, float], None] = lambda subject, seconds: None
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "training-controller") -> Bus:
@@ -81,9 +84,11 @@ class Bus:
         async def on_message(msg: Msg) -> None:
             if route.requests_only and not msg.reply:
                 return
+            started = time.perf_counter()
             reply = await self._handle(route, msg)
             if msg.reply and reply is not None:
                 await self.nc.publish(msg.reply, encode(reply))
+                self.observe(route.subject, time.perf_counter() - started)
 
         sub = await self.nc.subscribe(route.subject, queue=route.queue, cb=on_message)
         self._subscriptions.append(sub)

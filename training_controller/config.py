@@ -61,6 +61,8 @@ class Settings(BaseSettings):
         default=3600, gt=0, description="Seconds after which an external JobStart without JobEnd stops counting."
     )
     workload_lookback_seconds: int = Field(default=3600, ge=60, description="How far back train_model looks.")
+    http_host: str = Field(default="0.0.0.0", description="Address of /healthz, /readyz and /metrics.")
+    http_port: int = Field(default=8080, ge=0, le=65_535, description="Port of the HTTP surface; 0 picks a free one.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

@@ -81,6 +81,7 @@ class Demo:
             "LOCAL_JOBS_DIR": str(self.jobs_dir),
             "TRAIN_EPOCHS": str(self.epochs),
             "TRAIN_DEVICE": "cpu",
+            "HTTP_PORT": "0",
             "TRAIN_MAX_LINES": str(self.max_lines),
         }
         log_file = (self.root / "controller.log").open("ab")

@@ -174,6 +174,7 @@ def start_controller(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         "TRAIN_EPOCHS": "2",
         "TRAIN_MAX_LINES": "300",
         "TRAIN_DEVICE": "cpu",
+        "HTTP_PORT": "0",
     }
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "training_controller", "serve"], env=env, stdout=out, stderr=out)

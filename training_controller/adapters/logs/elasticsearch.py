@@ -1,0 +1,165 @@
+"""The `elasticsearch` log source: Opni's `logs` index through the official async client.
+
+Counting uses the `_count` API per interval; streaming opens one point in time for the whole query and pages
+each interval with `search_after`, sorted by the timestamp field and the `_shard_doc` tiebreaker, so a page
+boundary never drops nor repeats a document and memory holds one page whatever the window. The client's own
+retries are off: `SearchLogSource` retries 429, 5xx and lost connections with exponential backoff, then
+raises `SourceUnavailable`; other 4xx answers become `SourceRejected` with the server's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout, SerializationError, TlsError, TransportError
+from elasticsearch import ApiError, AsyncElasticsearch, UnsupportedProductError
+from pydantic import SecretStr
+
+from training_controller.adapters.logs.search_query import (
+    Failure,
+    IndexLayout,
+    RetryPolicy,
+    SearchLogSource,
+    TimestampUnit,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _secret(value: SecretStr | str | None) -> str | None:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value
+
+
+def public_url(url: str) -> str:
+    """The URL without user and password, fit for a log line or an error message."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def error_reason(body: Any, fallback: str) -> str:
+    """`type: reason` of an Elasticsearch/OpenSearch error body, else the fallback."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            kind, reason = error.get("type"), error.get("reason")
+            if kind and reason:
+                return f"{kind}: {reason}"
+            return str(reason or kind or fallback)
+        if isinstance(error, str):
+            return error
+    if isinstance(body, str) and body:
+        return body[:300]
+    return fallback
+
+
+def _retryable_status(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+class ElasticsearchLogSource(SearchLogSource):
+    """Log documents from an Elasticsearch index (point in time + search_after)."""
+
+    name = "elasticsearch"
+    backend = "Elasticsearch"
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        username: str | None = None,
+        password: SecretStr | str | None = None,
+        api_key: SecretStr | str | None = None,
+        ca_certs: str | None = None,
+        verify_certs: bool = True,
+        index: str = "logs",
+        timestamp_field: str = "timestamp",
+        timestamp_unit: TimestampUnit = "ns",
+        keyword_suffix: str = "",
+        page_size: int = 1000,
+        keep_alive: str = "2m",
+        request_timeout: float = 30.0,
+        max_tries: int = 5,
+        retry_base_delay: float = 0.5,
+        retry_max_delay: float = 8.0,
+    ) -> None:
+        secret_password = _secret(password)
+        secret_key = _secret(api_key)
+        if secret_key and (username or secret_password):
+            raise ValueError("give either username/password or an API key, not both")
+        if bool(username) != bool(secret_password):
+            raise ValueError("basic auth needs both a username and a password")
+        super().__init__(
+            layout=IndexLayout(index, timestamp_field, timestamp_unit, keyword_suffix),
+            page_size=page_size,
+            keep_alive=keep_alive,
+            retry=RetryPolicy(max_tries, retry_base_delay, retry_max_delay),
+            secrets=(secret_password or "", secret_key or "", urlsplit(endpoint).password or ""),
+            endpoint=public_url(endpoint),
+        )
+        options: dict[str, Any] = {
+            "request_timeout": request_timeout,
+            # Retries are ours (with backoff and a clear error at the end), not the transport's.
+            "max_retries": 0,
+            "retry_on_status": (),
+            "retry_on_timeout": False,
+            "verify_certs": verify_certs,
+        }
+        if not verify_certs:
+            options["ssl_show_warn"] = False
+            log.warning("Elasticsearch %s: TLS certificate verification is turned off", self.endpoint)
+        if ca_certs:
+            options["ca_certs"] = ca_certs
+        if username and secret_password:
+            options["basic_auth"] = (username, secret_password)
+        if secret_key:
+            options["api_key"] = secret_key
+        self._client = AsyncElasticsearch(endpoint, **options)
+
+    def _classify(self, exc: Exception) -> Failure | None:
+        if isinstance(exc, UnsupportedProductError):
+            return Failure(False, exc.meta.status, "the server is not Elasticsearch (no X-Elastic-Product "
+                           "header); for OpenSearch use the opensearch log source")
+        if isinstance(exc, ApiError):
+            status = exc.meta.status
+            return Failure(_retryable_status(status), status, error_reason(exc.body, str(exc.message)))
+        if isinstance(exc, TlsError):
+            return Failure(False, None, f"TLS failed ({exc}); check the CA file or the endpoint")
+        if isinstance(exc, TransportConnectionError | ConnectionTimeout):
+            return Failure(True, None, str(exc))
+        if isinstance(exc, SerializationError):
+            return Failure(True, None, f"unreadable answer: {exc}")
+        if isinstance(exc, TransportError):
+            return Failure(True, None, str(exc))
+        return None
+
+    async def _count_request(self, query: dict[str, Any]) -> int:
+        response = await self._client.count(index=self.layout.index, query=query)
+        return int(response["count"])
+
+    async def _open_pit(self) -> str:
+        response = await self._client.open_point_in_time(index=self.layout.index, keep_alive=self.keep_alive)
+        return str(response["id"])
+
+    async def _search_request(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._client.search(body=body)
+        return response.body
+
+    async def _close_pit(self, pit_id: str) -> None:
+        await self._client.close_point_in_time(id=pit_id)
+
+    async def _ping_request(self) -> bool:
+        response = await self._client.info()
+        return bool(response.body)
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,152 @@
+"""The `opensearch` log source: Opni's `logs` index on OpenSearch through `opensearch-py`'s async client.
+
+The elasticsearch client ≥ 8 refuses to talk to OpenSearch (no `X-Elastic-Product` header), so OpenSearch
+gets its own client; everything else (query DSL, paging, the cap, retries) is `SearchLogSource`, shared with
+the Elasticsearch source. OpenSearch's point in time lives under `/<index>/_search/point_in_time` (2.4+).
+Its `_shard_doc` tiebreaker only exists from 3.3; on older clusters the tiebreaker is `_doc`, which a point
+in time keeps stable per shard. The choice is made from the cluster's version once, unless configured.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from opensearchpy import AsyncOpenSearch
+from opensearchpy.exceptions import (
+    ConnectionError as OpenSearchConnectionError,
+)
+from opensearchpy.exceptions import (
+    SerializationError,
+    SSLError,
+    TransportError,
+)
+from pydantic import SecretStr
+
+from training_controller.adapters.logs.elasticsearch import _secret, error_reason, public_url
+from training_controller.adapters.logs.search_query import (
+    Failure,
+    IndexLayout,
+    RetryPolicy,
+    SearchLogSource,
+    TimestampUnit,
+)
+
+log = logging.getLogger(__name__)
+
+SHARD_DOC_SINCE = (3, 3)
+
+
+def _version(number: str) -> tuple[int, int]:
+    parts = (number.split("-")[0].split(".") + ["0", "0"])[:2]
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        return (0, 0)
+
+
+class OpenSearchLogSource(SearchLogSource):
+    """Log documents from an OpenSearch index (point in time + search_after)."""
+
+    name = "opensearch"
+    backend = "OpenSearch"
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        username: str | None = None,
+        password: SecretStr | str | None = None,
+        api_key: SecretStr | str | None = None,
+        ca_certs: str | None = None,
+        verify_certs: bool = True,
+        index: str = "logs",
+        timestamp_field: str = "timestamp",
+        timestamp_unit: TimestampUnit = "ns",
+        keyword_suffix: str = "",
+        page_size: int = 1000,
+        keep_alive: str = "2m",
+        request_timeout: float = 30.0,
+        max_tries: int = 5,
+        retry_base_delay: float = 0.5,
+        retry_max_delay: float = 8.0,
+        tiebreaker: str | None = None,
+    ) -> None:
+        secret_password = _secret(password)
+        secret_key = _secret(api_key)
+        if secret_key and (username or secret_password):
+            raise ValueError("give either username/password or an API key, not both")
+        if bool(username) != bool(secret_password):
+            raise ValueError("basic auth needs both a username and a password")
+        super().__init__(
+            layout=IndexLayout(index, timestamp_field, timestamp_unit, keyword_suffix),
+            page_size=page_size,
+            keep_alive=keep_alive,
+            retry=RetryPolicy(max_tries, retry_base_delay, retry_max_delay),
+            secrets=(secret_password or "", secret_key or "", urlsplit(endpoint).password or ""),
+            endpoint=public_url(endpoint),
+        )
+        self._tiebreak = tiebreaker
+        options: dict[str, Any] = {
+            "timeout": request_timeout,
+            "max_retries": 0,
+            "retry_on_status": (),
+            "retry_on_timeout": False,
+            "verify_certs": verify_certs,
+            "ssl_show_warn": verify_certs,
+        }
+        if not verify_certs:
+            log.warning("OpenSearch %s: TLS certificate verification is turned off", self.endpoint)
+        if ca_certs:
+            options["ca_certs"] = ca_certs
+        if username and secret_password:
+            options["http_auth"] = (username, secret_password)
+        if secret_key:
+            # The security plugin's API tokens and proxies in front of OpenSearch take the Elasticsearch form.
+            options["headers"] = {"authorization": f"ApiKey {secret_key}"}
+        self._client = AsyncOpenSearch(hosts=[endpoint], **options)
+
+    def _classify(self, exc: Exception) -> Failure | None:
+        if isinstance(exc, SSLError):
+            return Failure(False, None, f"TLS failed ({exc.info!r}); check the CA file or the endpoint")
+        if isinstance(exc, OpenSearchConnectionError):  # also ConnectionTimeout
+            return Failure(True, None, f"{type(exc).__name__}: {exc.info!r}")
+        if isinstance(exc, TransportError):
+            status = exc.status_code
+            if isinstance(status, int):
+                retry = status == 429 or status >= 500
+                return Failure(retry, status, error_reason(exc.info, str(exc.error)))
+            return Failure(True, None, str(exc.error))
+        if isinstance(exc, SerializationError):
+            return Failure(True, None, f"unreadable answer: {exc}")
+        return None
+
+    async def _tiebreaker(self) -> str:
+        if self._tiebreak is None:
+            info = await self._client.info()
+            number = str(info.get("version", {}).get("number", "0.0"))
+            self._tiebreak = "_shard_doc" if _version(number) >= SHARD_DOC_SINCE else "_doc"
+            log.info("OpenSearch %s is version %s: paging with tiebreaker %s", self.endpoint, number,
+                     self._tiebreak)
+        return self._tiebreak
+
+    async def _count_request(self, query: dict[str, Any]) -> int:
+        response = await self._client.count(index=self.layout.index, body={"query": query})
+        return int(response["count"])
+
+    async def _open_pit(self) -> str:
+        response = await self._client.create_pit(index=self.layout.index, params={"keep_alive": self.keep_alive})
+        return str(response["pit_id"])
+
+    async def _search_request(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._client.search(body=body)
+
+    async def _close_pit(self, pit_id: str) -> None:
+        await self._client.delete_pit(body={"pit_id": [pit_id]})
+
+    async def _ping_request(self) -> bool:
+        return bool(await self._client.ping())
+
+    async def aclose(self) -> None:
+        await self._client.close()
