@@ -160,6 +160,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return _client(run)
 
 
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from training_controller.asyncapi import render
+
+    text = render()
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="training-controller", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -181,6 +193,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--rate", type=float, default=2.0, help="documents per second (default 2)")
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_sample_logs)
+
+    a = sub.add_parser("asyncapi", help="print the AsyncAPI document of the NATS subjects")
+    a.add_argument("--output", default=None, help="write it to this file")
+    a.set_defaults(func=cmd_asyncapi)
 
     def client_command(name: str, help: str, func) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)
