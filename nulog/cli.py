@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_templates(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.model, device=args.device if args.device != "auto" else "cpu")
     lines = list(read_lines(args.inputs))
-    found = templates(ckpt.model, ckpt.vocab, lines, k=args.k)
+    found = templates(ckpt.model, ckpt.vocab, lines, k=args.k, merge=not args.no_merge)
     _write_jsonl([{"log": line, "template": t} for line, t in zip(lines, found, strict=True)])
     return 0
 
@@ -85,7 +85,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
         log.error("%s holds no log lines", args.logfile)
         return 2
     result = train(train_lines, config, device=args.device, on_progress=_progress)
-    found = templates(result.model, result.vocab, contents, k=args.k)
+    found = templates(result.model, result.vocab, contents, k=args.k, merge=not args.no_merge)
     write_structured_csv(args.output, headers, rows, found)
     log.info(
         "parsed %d lines into %d templates in %.1f s -> %s",
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("inputs", nargs="+", metavar="INPUT", help="files, or - for stdin")
     m.add_argument("--model", required=True, help="model directory or .pt file")
     m.add_argument("--k", type=int, default=None, help="top-k (default: the model's)")
+    m.add_argument("--no-merge", action="store_true", help="NuLog's per-line rule only (see merge_templates)")
     common(m)
     m.set_defaults(func=cmd_templates)
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=defaults.seed)
     r.add_argument("--output", required=True, help="structured CSV to write")
     r.add_argument("--model-output", default=None, help="also save the trained model in this directory")
+    r.add_argument("--no-merge", action="store_true", help="NuLog's per-line rule only (see merge_templates)")
     common(r)
     r.set_defaults(func=cmd_parse)
     return p

@@ -15,12 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
-
-from nulog.checkpoint import save_checkpoint, write_vocab
 from nulog.config import NuLogConfig
-from nulog.data import read_lines
-from nulog.train import Progress, resolve_device, train
 
 log = logging.getLogger("nulog.job")
 
@@ -57,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_lines(paths: list[str], *, max_lines: int | None, seed: int) -> list[str]:
     """All log lines of the data files; with max_lines, a seeded sample of them kept in file order."""
+    import numpy as np
+
+    from nulog.data import read_lines
     for p in paths:
         if not Path(p).is_file():
             raise UsageError(f"data file {p} does not exist")
@@ -74,6 +72,10 @@ def load_lines(paths: list[str], *, max_lines: int | None, seed: int) -> list[st
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load, train, save; returns the metrics."""
+    # torch is imported only once the arguments are valid, so a bad call fails in milliseconds.
+    from nulog.checkpoint import save_checkpoint, write_vocab
+    from nulog.train import Progress, resolve_device, train
+
     if args.epochs is not None and args.epochs < 1:
         raise UsageError("--epochs must be at least 1")
     if args.max_lines is not None and args.max_lines < 1:

@@ -62,35 +62,30 @@ def merge_templates(parts: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
     some lines and not in others, which splits one event into several templates. A slot that is `<*>` in
     one line and a constant in an otherwise identical line is a variable in both.
     """
-    distinct = list(dict.fromkeys(parts))
-    by_len: dict[int, list[tuple[str, ...]]] = {}
-    for p in distinct:
-        by_len.setdefault(len(p), []).append(p)
-    final: dict[tuple[str, ...], tuple[str, ...]] = {p: p for p in distinct}
-    for group in by_len.values():
-        # Each template is repeatedly joined with any compatible one until none is left.
-        current = {p: p for p in group}  # original -> its current generalisation
-        reps = list(dict.fromkeys(group))
-        changed = True
-        while changed:
-            changed = False
-            for i in range(len(reps)):
-                for j in range(i + 1, len(reps)):
-                    if _compatible(reps[i], reps[j]):
-                        joined = _join(reps[i], reps[j])
-                        old_i, old_j = reps[i], reps[j]
-                        reps = [r for r in reps if r not in (old_i, old_j)]
-                        if joined not in reps:
-                            reps.append(joined)
-                        for k, v in current.items():
-                            if v in (old_i, old_j):
-                                current[k] = joined
-                        changed = True
-                        break
-                if changed:
+    forward: dict[tuple[str, ...], tuple[str, ...]] = {}  # a template -> the more general one it joined
+    by_len: dict[int, list[tuple[str, ...]]] = {}  # the current most general templates, by length
+    for p in dict.fromkeys(parts):
+        reps = by_len.setdefault(len(p), [])
+        t = p
+        while t not in reps:
+            for i, r in enumerate(reps):
+                if _compatible(r, t):
+                    joined = _join(r, t)
+                    del reps[i]
+                    for old in (r, t):
+                        if old != joined:
+                            forward[old] = joined
+                    t = joined  # the join may now match another template: go round again
                     break
-        final.update(current)
-    return [final[p] for p in parts]
+            else:
+                reps.append(t)
+
+    def resolve(p: tuple[str, ...]) -> tuple[str, ...]:
+        while p in forward:
+            p = forward[p]
+        return p
+
+    return [resolve(p) for p in parts]
 
 
 def event_id(template: str) -> str:

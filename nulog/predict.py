@@ -28,7 +28,6 @@ def token_hits(
     model.eval()
     try:
         while start < len(order):
-            T = min(len(token_lists[order[start]]) + 1, max_len)
             end = start + 1
             while end < len(order):
                 T_next = min(len(token_lists[order[end]]) + 1, max_len)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from nulog.data import tokenize_unique
 from nulog.model import NuLog
-from nulog.predict import score_of, template_of, token_hits
+from nulog.parse import merge_templates
+from nulog.predict import score_of, template_parts, token_hits
 from nulog.tokenizer import Tokenizer, Vocab
 
 
@@ -39,8 +40,9 @@ def score_lines(
     threshold = config.threshold if threshold is None else threshold
     unique, token_lists, where = tokenize_unique(list(lines), Tokenizer(config.filters))
     hits = token_hits(model, vocab, token_lists, k=k)
+    parts = merge_templates([template_parts(t, h) for t, h in zip(token_lists, hits, strict=True)])
     per_unique = []
-    for line, tokens, h in zip(unique, token_lists, hits, strict=True):
+    for line, h, p in zip(unique, hits, parts, strict=True):
         s = score_of(h)
-        per_unique.append(LineScore(line, s, "Anomaly" if s < threshold else "Normal", template_of(tokens, h)))
+        per_unique.append(LineScore(line, s, "Anomaly" if s < threshold else "Normal", "".join(p)))
     return [per_unique[i] for i in where]

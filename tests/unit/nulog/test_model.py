@@ -7,7 +7,7 @@ from nulog.config import NuLogConfig
 from nulog.data import encode
 from nulog.model import NuLog
 from nulog.tokenizer import Tokenizer, Vocab
-from nulog.train import learning_rate, train
+from nulog.train import learning_rate, sample_weights, train
 
 from .conftest import small_config
 
@@ -86,3 +86,16 @@ def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
     assert rates[0] < rates[9] == pytest.approx(1e-3)
     assert rates[-1] == pytest.approx(1e-4, rel=0.05)
     assert all(a >= b for a, b in zip(rates[9:], rates[10:], strict=False))
+
+
+def test_sampling_lifts_rare_line_shapes() -> None:
+    token_lists = [["a", " ", "1"], ["a", " ", "2"], ["a", " ", "3"], ["rare", " ", "event"]]
+    w = sample_weights(token_lists, [1, 1, 1, 1])
+    assert w.sum() == pytest.approx(1.0)
+    # three lines share one shape (ids differ only), so each weighs 1/sqrt(3) of the rare line
+    assert w[3] == pytest.approx(w[0] * 3**0.5)
+
+
+def test_training_on_drawn_samples_takes_the_asked_number_of_lines(corpus: list[str]) -> None:
+    result = train(corpus, small_config(num_samples=64, epochs=2, batch_size=16), device="cpu")
+    assert result.steps == 2 * 4

@@ -4,7 +4,7 @@ import csv
 from pathlib import Path
 
 from nulog.cli import main
-from nulog.parse import event_id, logformat_regex, split_fields, templates
+from nulog.parse import event_id, logformat_regex, merge_templates, split_fields, templates
 from nulog.train import TrainResult, train
 
 from .conftest import TEMPLATES, small_config, synthetic_lines
@@ -71,3 +71,27 @@ def test_parse_command_writes_one_row_per_line_in_order(tmp_path: Path) -> None:
     assert rows[10]["Content"] == "a line without the format" and rows[10]["Date"] == ""
     assert rows[0]["Content"] == contents[0]
     assert all(r["EventId"] == event_id(r["EventTemplate"]) for r in rows)
+
+
+def _t(s: str) -> tuple[str, ...]:
+    return tuple(s.split(" "))
+
+
+def test_a_slot_that_is_a_wildcard_elsewhere_becomes_a_wildcard() -> None:
+    parts = [_t("generated <*> core files for <*>"), _t("generated <*> core files for /apps/sppm"), _t("x y")]
+    assert merge_templates(parts) == [parts[0], parts[0], parts[2]]
+
+
+def test_templates_joined_step_by_step_end_at_the_common_generalisation() -> None:
+    parts = [_t("Ido chip status A <*> at Thu"), _t("Ido chip status <*> B at Thu"), _t("Ido chip status A B at <*>")]
+    assert set(merge_templates(parts)) == {_t("Ido chip status <*> <*> at <*>")}
+
+
+def test_mostly_variable_templates_are_not_joined() -> None:
+    parts = [_t("<*>"), _t("initEnvironment"), _t("<*> <*> x"), _t("a b <*>")]
+    assert merge_templates(parts) == parts
+
+
+def test_templates_with_different_constants_are_not_joined() -> None:
+    parts = [_t("Receiving block <*>"), _t("Received block <*>")]
+    assert merge_templates(parts) == parts

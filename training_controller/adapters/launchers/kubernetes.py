@@ -19,11 +19,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
@@ -53,6 +55,7 @@ JOB_ID_LABEL = "training-controller/job-id"
 _JOB_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,49}[a-z0-9])?$")
 _RETRY_SECONDS = 2.0
 _LOG_RECONNECTS = 5
+_LOG_RESUME_MARGIN = 60  # seconds
 
 
 class KubernetesForbidden(PermanentError):
@@ -264,16 +267,21 @@ class KubernetesLauncher(Launcher):
         follower.start()
         last_error = last_line = ""
         outcome: tuple[str, str] | None = None
+
+        def parsed(line: str) -> LauncherEvent:
+            nonlocal last_error, last_line
+            event = parse_line(line.encode())
+            if event.data.get("event") == "error":
+                last_error = str(event.data.get("message", ""))
+            elif event.kind == "log" and event.data.get("line"):
+                last_line = event.data["line"]
+            return event
+
         try:
             while outcome is None:
                 kind, value = await follower.queue.get()
                 if kind == "line":
-                    event = parse_line(value.encode())
-                    if event.data.get("event") == "error":
-                        last_error = str(event.data.get("message", ""))
-                    elif event.kind == "log" and event.data.get("line"):
-                        last_line = event.data["line"]
-                    yield event
+                    yield parsed(value)
                 elif kind == "job":
                     state, message = job_state(value)
                     if state != "running":
@@ -286,13 +294,8 @@ class KubernetesLauncher(Launcher):
                     follower.logs_done = True
             # The Job has ended: its pod's log may still hold lines the log thread has not passed on.
             follower.job_ended.set()
-            async for kind, value in follower.drain(self.settings.log_drain_seconds):
-                event = parse_line(value.encode())
-                if event.data.get("event") == "error":
-                    last_error = str(event.data.get("message", ""))
-                elif event.kind == "log" and event.data.get("line"):
-                    last_line = event.data["line"]
-                yield event
+            async for line in follower.drain(self.settings.log_drain_seconds):
+                yield parsed(line)
             state, message = outcome
             if state == "succeeded":
                 log.info("job %s: Job %s completed", job_id, job_name(job_id))
@@ -432,7 +435,7 @@ class _Follower:
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
 
-    async def drain(self, seconds: float) -> AsyncIterator[tuple[str, str]]:
+    async def drain(self, seconds: float) -> AsyncIterator[str]:
         """The log lines still to come, until the log thread is done or `seconds` have passed."""
         deadline = self.loop.time() + seconds
         while not self.logs_done:
@@ -442,7 +445,7 @@ class _Follower:
                 log.warning("job %s: the pod's log did not end within %.0fs of the Job; not waiting longer", self.job_id, seconds)
                 return
             if kind == "line":
-                yield kind, value
+                yield value
             elif kind == "logs-done":
                 self.logs_done = True
 
@@ -553,8 +556,9 @@ class _Follower:
             if attempt and self.stopped.wait(_RETRY_SECONDS):
                 return True
             try:
-                # sinceTime has whole seconds: resume a little early and skip what was passed on already.
-                kwargs: dict[str, Any] = {"since_time": since[:19] + "Z"} if since else {}
+                # The client has no sinceTime: resume a little early with sinceSeconds (the node's clock may
+                # differ from ours) and skip the lines passed on already.
+                kwargs: dict[str, Any] = {"since_seconds": _seconds_since(since) + _LOG_RESUME_MARGIN} if since else {}
                 self._log_response = launcher.core.read_namespaced_pod_log(
                     pod,
                     launcher.namespace,
@@ -603,6 +607,15 @@ def _lines(response: Any) -> Iterator[str]:
             yield line.decode("utf-8", errors="replace").rstrip("\r")
     if pending:
         yield pending.decode("utf-8", errors="replace")
+
+
+def _seconds_since(stamp: str) -> int:
+    """Whole seconds from an RFC3339 log timestamp to now, rounded up; 0 for one that cannot be read."""
+    try:
+        at = datetime.fromisoformat(stamp[:19] + "+00:00")
+    except ValueError:
+        return 0
+    return max(0, math.ceil((datetime.now(UTC) - at).total_seconds()))
 
 
 def _shutdown(response: Any) -> None:

@@ -10,9 +10,11 @@ in time keeps stable per shard. The choice is made from the cluster's version on
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
+from aiohttp import ClientSSLError
 from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import (
     ConnectionError as OpenSearchConnectionError,
@@ -108,8 +110,10 @@ class OpenSearchLogSource(SearchLogSource):
         self._client = AsyncOpenSearch(hosts=[endpoint], **options)
 
     def _classify(self, exc: Exception) -> Failure | None:
-        if isinstance(exc, SSLError):
-            return Failure(False, None, f"TLS failed ({exc.info!r}); check the CA file or the endpoint")
+        if isinstance(exc, SSLError) or (
+            isinstance(exc, OpenSearchConnectionError) and isinstance(exc.info, ssl.SSLError | ClientSSLError)
+        ):
+            return Failure(False, None, f"TLS failed ({exc.error}); check the CA file or the endpoint")
         if isinstance(exc, OpenSearchConnectionError):  # also ConnectionTimeout
             return Failure(True, None, f"{type(exc).__name__}: {exc.info!r}")
         if isinstance(exc, TransportError):
