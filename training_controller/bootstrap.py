@@ -114,8 +114,13 @@ class Service:
     async def stop(self) -> None:
         await self.http.stop()
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # nats-py may swallow a cancellation that lands inside one of its own awaits (a flush), so ask
+            # again until the task has really ended.
+            for _ in range(100):
+                if task.done():
+                    break
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.1)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=1)
         await self.bus.close()

@@ -17,7 +17,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import StreamConfig
+from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
@@ -98,11 +98,11 @@ class Bus:
             payload = decode(route.model, msg.data) if route.model is not None else msg.data
             return await route.handler(payload, msg)
         except PayloadError as e:
-            log.warning("rejected %s request: %s", route.subject, e)
-            return ErrorReply(error=f"invalid {route.subject} request: {e}")
+            log.warning("rejected %s request: %s", route.subject, _clip(str(e), 500))
+            return ErrorReply(error=_clip(f"invalid {route.subject} request: {e}"))
         except ControllerError as e:
-            log.warning("%s request failed: %s", route.subject, e)
-            return ErrorReply(error=str(e))
+            log.warning("%s request failed: %s", route.subject, _clip(str(e), 500))
+            return ErrorReply(error=_clip(str(e)))
         except Exception as e:  # a requester always gets an answer, and the subscription lives on
             log.exception("%s handler crashed", route.subject)
             return ErrorReply(error=f"internal error while serving {route.subject}: {type(e).__name__}")
@@ -133,7 +133,9 @@ class Bus:
         The handler acks; a message it neither acks nor terms is delivered again after the ack wait, also to a
         restarted controller.
         """
-        sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream)
+        # A message whose handling keeps failing is dropped after a few tries rather than retried forever.
+        config = ConsumerConfig(ack_wait=30.0, max_deliver=5)
+        sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
         self._subscriptions.append(sub)
         while True:
             try:
@@ -165,3 +167,11 @@ class Bus:
             # close, not drain: the handlers are done by now, and draining a pull subscription waits out
             # the drain timeout.
             await self.nc.close()
+
+
+MAX_ERROR_CHARS = 4_000
+
+
+def _clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error text short enough for any reply, however large the request that caused it."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -109,8 +109,8 @@ def decode_workloads(data: bytes) -> WorkloadMap:
     """The workloads of a `train_model` payload, wrapped or bare; `{}` means reset."""
     try:
         raw = json.loads(data) if data.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PayloadError(f"payload is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, too deep, too long a number
+        raise PayloadError(f"payload is not valid JSON: {str(e)[:200] or type(e).__name__}") from None
     if not isinstance(raw, dict):
         raise PayloadError(f"payload must be a JSON object, not {type(raw).__name__}")
     try:
@@ -184,8 +184,8 @@ def decode(model: type[BaseModel], data: bytes) -> BaseModel:
     """Parse a payload into `model`; raises PayloadError with a readable message."""
     try:
         raw = json.loads(data) if data.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PayloadError(f"payload is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, too deep, too long a number
+        raise PayloadError(f"payload is not valid JSON: {str(e)[:200] or type(e).__name__}") from None
     if raw is None:
         raw = {}  # an empty request means "all defaults"; a model with required fields says which are missing
     if not isinstance(raw, dict):
@@ -196,14 +196,24 @@ def decode(model: type[BaseModel], data: bytes) -> BaseModel:
         raise PayloadError(describe(e)) from None
 
 
+MAX_PROBLEMS = 10
+
+
 def describe(error: ValidationError) -> str:
-    """A ValidationError as one line per problem: `field.path: what is wrong`."""
+    """A ValidationError as one line per problem, `field.path: what is wrong`; short even for huge input."""
     problems = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"]) or "payload"
+    items = error.errors(include_url=False, include_input=False)
+    for item in items[:MAX_PROBLEMS]:
+        where = ".".join(_short(str(part)) for part in item["loc"]) or "payload"
         message = str(item["msg"]).removeprefix("Value error, ")
-        problems.append(f"{where}: {message}")
+        problems.append(f"{where}: {_short(message, 300)}")
+    if len(items) > MAX_PROBLEMS:
+        problems.append(f"and {len(items) - MAX_PROBLEMS} more problems")
     return "; ".join(problems)
+
+
+def _short(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def encode(value: BaseModel | dict[str, Any] | list[Any] | str | bytes) -> bytes:

@@ -225,7 +225,7 @@ class TrainingController:
             return "reset"
         await self.state.put_value(PARAMETERS_KEY, workloads)
         last = (await self.state.get_value(LAST_MODEL_KEY) or {}).get("workloads") or {}
-        if not workload_keys(workloads) - workload_keys(last):
+        if covers(last, workloads):
             await self.events.workload_parameters(workloads, "update")
             return "update"
         now_ns = time.time_ns()
@@ -486,15 +486,28 @@ def training_status(record: JobRecord) -> dict[str, Any]:
     }
 
 
-def workload_keys(workloads: dict[str, dict[str, list[str]]]) -> set[tuple[str, str, str]]:
-    """Every cluster, namespace and deployment named, as (cluster, namespace, deployment) with blanks."""
-    keys = set()
-    for cluster, namespaces in workloads.items():
-        keys.add((cluster, "", ""))
-        for namespace, deployments in (namespaces or {}).items():
-            keys.add((cluster, namespace, ""))
-            keys.update((cluster, namespace, d) for d in deployments or [])
-    return keys
+def covers(trained: dict[str, dict[str, list[str]]], wanted: dict[str, dict[str, list[str]]]) -> bool:
+    """Whether a model trained on `trained` already saw every workload of `wanted`.
+
+    An empty namespace map means every namespace of the cluster, an empty deployment list every deployment
+    of the namespace, on both sides.
+    """
+    for cluster, namespaces in wanted.items():
+        if cluster not in trained:
+            return False
+        seen = trained[cluster]
+        if not seen:
+            continue  # the whole cluster was trained
+        if not namespaces:
+            return False  # the whole cluster is wanted, only parts were trained
+        for namespace, deployments in namespaces.items():
+            if namespace not in seen:
+                return False
+            if not seen[namespace]:
+                continue  # every deployment of the namespace was trained
+            if not deployments or not set(deployments) <= set(seen[namespace]):
+                return False
+    return True
 
 
 def workload_filters(workloads: dict[str, dict[str, list[str]]]) -> tuple[Workload, ...]:

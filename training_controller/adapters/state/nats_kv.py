@@ -3,6 +3,10 @@
 Opni's keys (`modelTrainingParameters`, `lastModelTrained`, `modelTrainingStatus`) live in the bucket Opni's
 gateway reads, `model-training-parameters`; job records live in `training-jobs`, one key per job. Sequence
 numbers come from the revision of a put, which JetStream makes strictly increasing across restarts.
+
+The controller is the only writer of the job records, so it keeps them in memory as well, written through
+to KV and loaded once at start. Listing the keys of a KV bucket while a record is being rewritten can miss
+that key (the rewrite moves it past the listing's cursor); the cache never does.
 """
 
 from __future__ import annotations
@@ -28,31 +32,38 @@ class NatsKVStateStore(StateStore):
     def __init__(self, parameters: KeyValue, jobs: KeyValue) -> None:
         self._parameters = parameters
         self._jobs = jobs
+        self._records: dict[str, JobRecord] = {}
 
     @classmethod
     async def open(cls, bus: Bus) -> NatsKVStateStore:
-        return cls(await bus.key_value(PARAMETERS_BUCKET), await bus.key_value(JOBS_BUCKET))
+        store = cls(await bus.key_value(PARAMETERS_BUCKET), await bus.key_value(JOBS_BUCKET))
+        await store._load()
+        return store
 
-    async def save_job(self, record: JobRecord) -> None:
-        await self._jobs.put(record.job_id, json.dumps(record.to_json()).encode())
-
-    async def get_job(self, job_id: str) -> JobRecord | None:
-        try:
-            entry = await self._jobs.get(job_id)
-        except KeyNotFoundError:
-            return None
-        return JobRecord.model_validate_json(entry.value) if entry.value else None
-
-    async def list_jobs(self) -> list[JobRecord]:
+    async def _load(self) -> None:
         try:
             keys = await self._jobs.keys()
         except NoKeysError:
-            return []
-        records = []
+            return
         for key in keys:
-            if key != _SEQ_KEY and (record := await self.get_job(key)) is not None:
-                records.append(record)
-        return sorted(records, key=lambda r: r.seq)
+            if key == _SEQ_KEY:
+                continue
+            try:
+                entry = await self._jobs.get(key)
+            except KeyNotFoundError:
+                continue
+            if entry.value:
+                self._records[key] = JobRecord.model_validate_json(entry.value)
+
+    async def save_job(self, record: JobRecord) -> None:
+        await self._jobs.put(record.job_id, json.dumps(record.to_json()).encode())
+        self._records[record.job_id] = record
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        return self._records.get(job_id)
+
+    async def list_jobs(self) -> list[JobRecord]:
+        return sorted(self._records.values(), key=lambda r: r.seq)
 
     async def get_value(self, key: str) -> Any | None:
         try:
