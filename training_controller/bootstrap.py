@@ -24,6 +24,25 @@ log = logging.getLogger(__name__)
 
 
 def build_log_source(settings: Settings) -> LogSource:
+    if settings.log_source in ("elasticsearch", "opensearch"):
+        assert settings.es_endpoint is not None
+        from training_controller.adapters.logs.elasticsearch import ElasticsearchLogSource
+        from training_controller.adapters.logs.opensearch import OpenSearchLogSource
+
+        source = ElasticsearchLogSource if settings.log_source == "elasticsearch" else OpenSearchLogSource
+        return source(
+            settings.es_endpoint,
+            username=settings.es_username,
+            password=settings.es_password,
+            api_key=settings.es_api_key,
+            ca_certs=str(settings.es_ca_certs) if settings.es_ca_certs else None,
+            verify_certs=settings.es_verify_certs,
+            index=settings.es_index,
+            timestamp_field=settings.es_timestamp_field,
+            timestamp_unit=settings.es_timestamp_unit,
+            keyword_suffix=settings.es_keyword_suffix,
+            page_size=settings.es_page_size,
+        )
     assert settings.log_source == "files" and settings.log_files_dir is not None
     return FilesLogSource(settings.log_files_dir)
 
@@ -123,4 +142,5 @@ class Service:
                 await asyncio.wait({task}, timeout=0.1)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=1)
+        await self.controller.source.close()
         await self.bus.close()

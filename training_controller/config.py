@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Which settings each selected adapter needs.
 _REQUIRED_BY: dict[tuple[str, str], tuple[str, ...]] = {
     ("log_source", "files"): ("log_files_dir",),
+    ("log_source", "elasticsearch"): ("es_endpoint",),
+    ("log_source", "opensearch"): ("es_endpoint",),
     ("object_store", "local"): ("local_store_dir",),
 }
 
@@ -31,7 +33,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
     nats_server_url: str = Field(min_length=1, description="NATS server to connect to, e.g. nats://nats:4222.")
-    log_source: Literal["files"] = Field(default="files", description="Where logs come from.")
+    log_source: Literal["files", "elasticsearch", "opensearch"] = Field(default="files", description="Where logs come from.")
     object_store: Literal["local"] = Field(default="local", description="Where data and models are kept.")
     launcher: Literal["local"] = Field(default="local", description="What runs the training job.")
 
@@ -42,6 +44,14 @@ class Settings(BaseSettings):
     es_endpoint: str | None = Field(default=None, description="Elasticsearch/OpenSearch URL.")
     es_username: str | None = None
     es_password: SecretStr | None = None
+    es_api_key: SecretStr | None = Field(default=None, description="API key instead of username and password.")
+    es_ca_certs: Path | None = Field(default=None, description="CA bundle that signed the cluster's certificate.")
+    es_verify_certs: bool = Field(default=True, description="TLS verification; turn off only by name.")
+    es_index: str = Field(default="logs", min_length=1)
+    es_timestamp_field: str = Field(default="timestamp", min_length=1)
+    es_timestamp_unit: Literal["ns", "ms", "s", "iso"] = "ns"
+    es_keyword_suffix: str = Field(default="", description="Suffix of the exact-value fields, e.g. `.keyword`.")
+    es_page_size: int = Field(default=1000, ge=10, le=10_000)
     minio_server_url: str | None = Field(default=None, description="MinIO/S3 endpoint URL.")
     minio_access_key: SecretStr | None = None
     minio_secret_key: SecretStr | None = None

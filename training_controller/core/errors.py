@@ -7,6 +7,7 @@
     │   └── LauncherUnavailable   the launcher (Kubernetes API, local process table) did not answer
     └── PermanentError            retrying will not help: fail the job with this message
         ├── InvalidRequest        the request itself is wrong (bad payload, unknown job)
+        │   └── SourceRejected    the log backend refused the query (credentials, index)
         ├── NoTrainingData        the query matched no log documents
         ├── IllegalTransition     a job record was asked to move to a phase it cannot reach
         ├── JobNotFound           no record with that job id
@@ -49,6 +50,10 @@ class PermanentError(ControllerError):
 
 class InvalidRequest(PermanentError):
     """The request is wrong; the message says how."""
+
+
+class SourceRejected(InvalidRequest):
+    """The log backend refused the request (credentials, index, query); retrying will not help."""
 
 
 class NoTrainingData(PermanentError):

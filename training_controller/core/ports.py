@@ -35,6 +35,9 @@ class LogSource(abc.ABC):
         """Whether the backend answers."""
         return True
 
+    async def close(self) -> None:  # noqa: B027 - most sources hold nothing to release
+        """Release connections."""
+
 
 class ObjectStore(abc.ABC):
     """Buckets of objects: the training data and the models."""

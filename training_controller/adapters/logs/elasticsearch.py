@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, SerializationError, TlsError, TransportError
@@ -19,51 +19,18 @@ from elasticsearch import ApiError, AsyncElasticsearch, UnsupportedProductError
 from pydantic import SecretStr
 
 from training_controller.adapters.logs.search_query import (
+    Credentials,
     Failure,
     IndexLayout,
     RetryPolicy,
     SearchLogSource,
     TimestampUnit,
+    error_reason,
+    public_url,
+    retryable_status,
 )
 
 log = logging.getLogger(__name__)
-
-
-def _secret(value: SecretStr | str | None) -> str | None:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    return value
-
-
-def public_url(url: str) -> str:
-    """The URL without user and password, fit for a log line or an error message."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-def error_reason(body: Any, fallback: str) -> str:
-    """`type: reason` of an Elasticsearch/OpenSearch error body, else the fallback."""
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict):
-            kind, reason = error.get("type"), error.get("reason")
-            if kind and reason:
-                return f"{kind}: {reason}"
-            return str(reason or kind or fallback)
-        if isinstance(error, str):
-            return error
-    if isinstance(body, str) and body:
-        return body[:300]
-    return fallback
-
-
-def _retryable_status(status: int) -> bool:
-    return status == 429 or status >= 500
 
 
 class ElasticsearchLogSource(SearchLogSource):
@@ -92,18 +59,13 @@ class ElasticsearchLogSource(SearchLogSource):
         retry_base_delay: float = 0.5,
         retry_max_delay: float = 8.0,
     ) -> None:
-        secret_password = _secret(password)
-        secret_key = _secret(api_key)
-        if secret_key and (username or secret_password):
-            raise ValueError("give either username/password or an API key, not both")
-        if bool(username) != bool(secret_password):
-            raise ValueError("basic auth needs both a username and a password")
+        auth = Credentials.of(username, password, api_key)
         super().__init__(
             layout=IndexLayout(index, timestamp_field, timestamp_unit, keyword_suffix),
             page_size=page_size,
             keep_alive=keep_alive,
             retry=RetryPolicy(max_tries, retry_base_delay, retry_max_delay),
-            secrets=(secret_password or "", secret_key or "", urlsplit(endpoint).password or ""),
+            secrets=(auth.password or "", auth.api_key or "", urlsplit(endpoint).password or ""),
             endpoint=public_url(endpoint),
         )
         options: dict[str, Any] = {
@@ -119,19 +81,23 @@ class ElasticsearchLogSource(SearchLogSource):
             log.warning("Elasticsearch %s: TLS certificate verification is turned off", self.endpoint)
         if ca_certs:
             options["ca_certs"] = ca_certs
-        if username and secret_password:
-            options["basic_auth"] = (username, secret_password)
-        if secret_key:
-            options["api_key"] = secret_key
+        if auth.username and auth.password:
+            options["basic_auth"] = (auth.username, auth.password)
+        if auth.api_key:
+            options["api_key"] = auth.api_key
         self._client = AsyncElasticsearch(endpoint, **options)
 
     def _classify(self, exc: Exception) -> Failure | None:
         if isinstance(exc, UnsupportedProductError):
-            return Failure(False, exc.meta.status, "the server is not Elasticsearch (no X-Elastic-Product "
-                           "header); for OpenSearch use the opensearch log source")
+            return Failure(
+                False,
+                exc.meta.status,
+                "the server is not Elasticsearch (no X-Elastic-Product "
+                "header); for OpenSearch use the opensearch log source",
+            )
         if isinstance(exc, ApiError):
             status = exc.meta.status
-            return Failure(_retryable_status(status), status, error_reason(exc.body, str(exc.message)))
+            return Failure(retryable_status(status), status, error_reason(exc.body, str(exc.message)))
         if isinstance(exc, TlsError):
             return Failure(False, None, f"TLS failed ({exc}); check the CA file or the endpoint")
         if isinstance(exc, TransportConnectionError | ConnectionTimeout):

@@ -26,13 +26,16 @@ from opensearchpy.exceptions import (
 )
 from pydantic import SecretStr
 
-from training_controller.adapters.logs.elasticsearch import _secret, error_reason, public_url
 from training_controller.adapters.logs.search_query import (
+    Credentials,
     Failure,
     IndexLayout,
     RetryPolicy,
     SearchLogSource,
     TimestampUnit,
+    error_reason,
+    public_url,
+    retryable_status,
 )
 
 log = logging.getLogger(__name__)
@@ -75,18 +78,13 @@ class OpenSearchLogSource(SearchLogSource):
         retry_max_delay: float = 8.0,
         tiebreaker: str | None = None,
     ) -> None:
-        secret_password = _secret(password)
-        secret_key = _secret(api_key)
-        if secret_key and (username or secret_password):
-            raise ValueError("give either username/password or an API key, not both")
-        if bool(username) != bool(secret_password):
-            raise ValueError("basic auth needs both a username and a password")
+        auth = Credentials.of(username, password, api_key)
         super().__init__(
             layout=IndexLayout(index, timestamp_field, timestamp_unit, keyword_suffix),
             page_size=page_size,
             keep_alive=keep_alive,
             retry=RetryPolicy(max_tries, retry_base_delay, retry_max_delay),
-            secrets=(secret_password or "", secret_key or "", urlsplit(endpoint).password or ""),
+            secrets=(auth.password or "", auth.api_key or "", urlsplit(endpoint).password or ""),
             endpoint=public_url(endpoint),
         )
         self._tiebreak = tiebreaker
@@ -102,11 +100,11 @@ class OpenSearchLogSource(SearchLogSource):
             log.warning("OpenSearch %s: TLS certificate verification is turned off", self.endpoint)
         if ca_certs:
             options["ca_certs"] = ca_certs
-        if username and secret_password:
-            options["http_auth"] = (username, secret_password)
-        if secret_key:
+        if auth.username and auth.password:
+            options["http_auth"] = (auth.username, auth.password)
+        if auth.api_key:
             # The security plugin's API tokens and proxies in front of OpenSearch take the Elasticsearch form.
-            options["headers"] = {"authorization": f"ApiKey {secret_key}"}
+            options["headers"] = {"authorization": f"ApiKey {auth.api_key}"}
         self._client = AsyncOpenSearch(hosts=[endpoint], **options)
 
     def _classify(self, exc: Exception) -> Failure | None:
@@ -119,8 +117,7 @@ class OpenSearchLogSource(SearchLogSource):
         if isinstance(exc, TransportError):
             status = exc.status_code
             if isinstance(status, int):
-                retry = status == 429 or status >= 500
-                return Failure(retry, status, error_reason(exc.info, str(exc.error)))
+                return Failure(retryable_status(status), status, error_reason(exc.info, str(exc.error)))
             return Failure(True, None, str(exc.error))
         if isinstance(exc, SerializationError):
             return Failure(True, None, f"unreadable answer: {exc}")
@@ -131,8 +128,12 @@ class OpenSearchLogSource(SearchLogSource):
             info = await self._client.info()
             number = str(info.get("version", {}).get("number", "0.0"))
             self._tiebreak = "_shard_doc" if _version(number) >= SHARD_DOC_SINCE else "_doc"
-            log.info("OpenSearch %s is version %s: paging with tiebreaker %s", self.endpoint, number,
-                     self._tiebreak)
+            log.info(
+                "OpenSearch %s is version %s: paging with tiebreaker %s",
+                self.endpoint,
+                number,
+                self._tiebreak,
+            )
         return self._tiebreak
 
     async def _count_request(self, query: dict[str, Any]) -> int:
@@ -140,7 +141,9 @@ class OpenSearchLogSource(SearchLogSource):
         return int(response["count"])
 
     async def _open_pit(self) -> str:
-        response = await self._client.create_pit(index=self.layout.index, params={"keep_alive": self.keep_alive})
+        response = await self._client.create_pit(
+            index=self.layout.index, params={"keep_alive": self.keep_alive}
+        )
         return str(response["pit_id"])
 
     async def _search_request(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -16,17 +16,21 @@ import abc
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-from training_controller.core.errors import InvalidRequest, SourceUnavailable
+from pydantic import SecretStr
+
+from training_controller.core.errors import SourceRejected, SourceUnavailable
 from training_controller.core.ports import LogDocument, LogSource
 from training_controller.core.queries import Interval, LogQuery
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 TimestampUnit = Literal["ns", "ms", "s", "iso"]
 TIMESTAMP_UNITS: tuple[str, ...] = ("ns", "ms", "s", "iso")
 _NS_PER: dict[str, int] = {"ns": 1, "ms": 1_000_000, "s": 1_000_000_000}
@@ -36,10 +40,6 @@ _ISO = re.compile(
     r"(?P<tz>Z|z|[+-]\d{2}:?\d{2})?$"
 )
 ISO_FORMAT = "strict_date_optional_time_nanos"
-
-
-class SourceRejected(InvalidRequest):
-    """The log backend refused the request (credentials, index, query); retrying will not help."""
 
 
 # --- timestamps -----------------------------------------------------------------------------------------
@@ -94,6 +94,63 @@ def value_to_ns(value: Any, unit: TimestampUnit) -> int:
         return int(text) * factor
     except ValueError:
         return round(float(text) * factor)
+
+
+# --- secrets and error messages ------------------------------------------------------------------------
+
+
+def secret_value(value: SecretStr | str | None) -> str | None:
+    """The plain text of a password or key given as SecretStr or str."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Basic auth or an API key, in plain text, checked to be one or the other."""
+
+    username: str | None
+    password: str | None
+    api_key: str | None
+
+    @classmethod
+    def of(
+        cls, username: str | None, password: SecretStr | str | None, api_key: SecretStr | str | None
+    ) -> Credentials:
+        plain_password, plain_key = secret_value(password), secret_value(api_key)
+        if plain_key and (username or plain_password):
+            raise ValueError("give either a username and password or an API key, not both")
+        if bool(username) != bool(plain_password):
+            raise ValueError("basic auth needs both a username and a password")
+        return cls(username or None, plain_password or None, plain_key or None)
+
+
+def public_url(url: str) -> str:
+    """The URL without user and password, fit for a log line or an error message."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def error_reason(body: Any, fallback: str) -> str:
+    """`type: reason` of an Elasticsearch/OpenSearch error body, else the fallback."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            kind, reason = error.get("type"), error.get("reason")
+            if kind and reason:
+                return f"{kind}: {reason}"
+            return str(reason or kind or fallback)
+        if isinstance(error, str):
+            return error
+    if isinstance(body, str) and body:
+        return body[:300]
+    return fallback
 
 
 # --- query translation ----------------------------------------------------------------------------------
@@ -176,6 +233,11 @@ class RetryPolicy:
         return min(self.base_delay * 2 ** (attempt - 1), self.max_delay)
 
 
+def retryable_status(status: int) -> bool:
+    """Whether an HTTP status may pass: too many requests, or the server's own trouble."""
+    return status == 429 or status >= 500
+
+
 @dataclass(frozen=True)
 class Failure:
     """A client exception, sorted: whether a retry may help, the HTTP status if any, and why."""
@@ -250,7 +312,7 @@ class SearchLogSource(LogSource, abc.ABC):
             text = text.replace(secret, "***")
         return text
 
-    async def _call(self, what: str, request):  # type: ignore[no-untyped-def]
+    async def _call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
         """Run one request with retries; client exceptions leave as SourceUnavailable or SourceRejected."""
         attempt = 0
         while True:
@@ -275,7 +337,14 @@ class SearchLogSource(LogSource, abc.ABC):
                 delay = self.retry.delay(attempt)
                 log.warning(
                     "%s %s: %s failed (%s: %s), try %d of %d, retrying in %.2fs",
-                    self.backend, self.endpoint, what, status, reason, attempt, self.retry.max_tries, delay,
+                    self.backend,
+                    self.endpoint,
+                    what,
+                    status,
+                    reason,
+                    attempt,
+                    self.retry.max_tries,
+                    delay,
                 )
                 await asyncio.sleep(delay)
 
@@ -353,16 +422,24 @@ class SearchLogSource(LogSource, abc.ABC):
                         break
         finally:
             if skipped:
-                log.warning("%s: skipped %d hits without a %s and a log", self.backend, skipped,
-                            self.layout.timestamp_field)
+                log.warning(
+                    "%s: skipped %d hits without a %s and a log",
+                    self.backend,
+                    skipped,
+                    self.layout.timestamp_field,
+                )
             try:
                 await self._close_pit(pit_id)
             except Exception as e:  # the PIT expires after keep_alive anyway; never hide the first error
                 failure = self._classify(e)
                 if failure is None:
                     raise
-                log.warning("%s %s: could not close point in time: %s", self.backend, self.endpoint,
-                            self._redact(failure.reason))
+                log.warning(
+                    "%s %s: could not close point in time: %s",
+                    self.backend,
+                    self.endpoint,
+                    self._redact(failure.reason),
+                )
 
     async def ping(self) -> bool:
         try:

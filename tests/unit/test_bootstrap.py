@@ -1,0 +1,47 @@
+"""bootstrap picks the adapters the settings name, and only those."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training_controller.adapters.logs.elasticsearch import ElasticsearchLogSource
+from training_controller.adapters.logs.files import FilesLogSource
+from training_controller.adapters.logs.opensearch import OpenSearchLogSource
+from training_controller.bootstrap import build_log_source
+from training_controller.config import ConfigError, Settings, load_settings
+
+
+def settings(**values) -> Settings:
+    return Settings(nats_server_url="nats://127.0.0.1:4222", local_store_dir=Path("/tmp/store"), **values)
+
+
+@pytest.mark.parametrize(
+    ("selector", "kind"), [("elasticsearch", ElasticsearchLogSource), ("opensearch", OpenSearchLogSource)]
+)
+async def test_search_backends_are_built_from_es_settings(selector: str, kind: type) -> None:
+    source = build_log_source(
+        settings(log_source=selector, es_endpoint="https://es.example:9200", es_username="u", es_password="pw-secret")
+    )
+    try:
+        assert type(source) is kind
+    finally:
+        await source.close()
+
+
+def test_files_source_is_the_default(tmp_path: Path) -> None:
+    assert isinstance(build_log_source(settings(log_files_dir=tmp_path)), FilesLogSource)
+
+
+def test_a_search_backend_without_an_endpoint_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ES_ENDPOINT", "LOG_FILES_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NATS_SERVER_URL", "nats://x:4222")
+    monkeypatch.setenv("LOG_SOURCE", "opensearch")
+    monkeypatch.setenv("LOCAL_STORE_DIR", "/tmp/store")
+    monkeypatch.setenv("ES_PASSWORD", "pw-secret-value")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert "ES_ENDPOINT is required when LOG_SOURCE=opensearch" in str(raised.value)
+    assert "pw-secret-value" not in str(raised.value)
