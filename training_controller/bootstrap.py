@@ -48,6 +48,17 @@ def build_log_source(settings: Settings) -> LogSource:
 
 
 def build_object_store(settings: Settings) -> ObjectStore:
+    if settings.object_store == "minio":
+        from training_controller.adapters.storage.minio import MinioObjectStore
+
+        assert settings.minio_server_url and settings.minio_access_key and settings.minio_secret_key
+        return MinioObjectStore(
+            settings.minio_server_url,
+            access_key=settings.minio_access_key,
+            secret_key=settings.minio_secret_key,
+            verify_tls=settings.minio_verify_tls,
+            ca_file=settings.minio_ca_file,
+        )
     assert settings.object_store == "local" and settings.local_store_dir is not None
     settings.local_store_dir.mkdir(parents=True, exist_ok=True)
     return LocalObjectStore(settings.local_store_dir)

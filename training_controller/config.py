@@ -20,6 +20,7 @@ _REQUIRED_BY: dict[tuple[str, str], tuple[str, ...]] = {
     ("log_source", "elasticsearch"): ("es_endpoint",),
     ("log_source", "opensearch"): ("es_endpoint",),
     ("object_store", "local"): ("local_store_dir",),
+    ("object_store", "minio"): ("minio_server_url", "minio_access_key", "minio_secret_key"),
 }
 
 
@@ -34,7 +35,7 @@ class Settings(BaseSettings):
 
     nats_server_url: str = Field(min_length=1, description="NATS server to connect to, e.g. nats://nats:4222.")
     log_source: Literal["files", "elasticsearch", "opensearch"] = Field(default="files", description="Where logs come from.")
-    object_store: Literal["local"] = Field(default="local", description="Where data and models are kept.")
+    object_store: Literal["local", "minio"] = Field(default="local", description="Where data and models are kept.")
     launcher: Literal["local"] = Field(default="local", description="What runs the training job.")
 
     log_files_dir: Path | None = Field(default=None, description="files source: directory of JSONL log documents.")
@@ -55,6 +56,8 @@ class Settings(BaseSettings):
     minio_server_url: str | None = Field(default=None, description="MinIO/S3 endpoint URL.")
     minio_access_key: SecretStr | None = None
     minio_secret_key: SecretStr | None = None
+    minio_verify_tls: bool = Field(default=True, description="TLS verification; turn off only by name.")
+    minio_ca_file: Path | None = Field(default=None, description="CA bundle that signed MinIO's certificate.")
     nulog_train_image_name: str | None = Field(default=None, description="Training image, without the tag.")
     nulog_train_image_tag: str = "latest"
     job_namespace: str = "default"

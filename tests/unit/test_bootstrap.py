@@ -45,3 +45,33 @@ def test_a_search_backend_without_an_endpoint_is_named_in_the_error(monkeypatch:
         load_settings()
     assert "ES_ENDPOINT is required when LOG_SOURCE=opensearch" in str(raised.value)
     assert "pw-secret-value" not in str(raised.value)
+
+
+def test_minio_store_is_built_from_minio_settings() -> None:
+    from training_controller.adapters.storage.minio import MinioObjectStore
+    from training_controller.bootstrap import build_object_store
+
+    store = build_object_store(
+        settings(
+            object_store="minio",
+            log_files_dir=Path("/tmp/logs"),
+            minio_server_url="http://minio:9000",
+            minio_access_key="ak",
+            minio_secret_key="sk-secret",
+        )
+    )
+    assert isinstance(store, MinioObjectStore)
+    assert store.uri("opni-nulog-models", "job1") == "s3://opni-nulog-models/job1"
+    assert "sk-secret" not in repr(store)
+
+
+def test_minio_without_credentials_names_each_missing_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MINIO_SERVER_URL", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "LOCAL_STORE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NATS_SERVER_URL", "nats://x:4222")
+    monkeypatch.setenv("LOG_FILES_DIR", "/tmp/logs")
+    monkeypatch.setenv("OBJECT_STORE", "minio")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    for name in ("MINIO_SERVER_URL", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"):
+        assert f"{name} is required when OBJECT_STORE=minio" in str(raised.value)

@@ -8,6 +8,8 @@
     └── PermanentError            retrying will not help: fail the job with this message
         ├── InvalidRequest        the request itself is wrong (bad payload, unknown job)
         │   └── SourceRejected    the log backend refused the query (credentials, index)
+        ├── StorageAccessDenied   the object store refused the credentials or the operation
+        ├── StorageRejected       the object store says the operation cannot succeed
         ├── NoTrainingData        the query matched no log documents
         ├── IllegalTransition     a job record was asked to move to a phase it cannot reach
         ├── JobNotFound           no record with that job id
@@ -54,6 +56,14 @@ class InvalidRequest(PermanentError):
 
 class SourceRejected(InvalidRequest):
     """The log backend refused the request (credentials, index, query); retrying will not help."""
+
+
+class StorageAccessDenied(PermanentError):
+    """The object store refused the credentials or the operation; retrying will not help."""
+
+
+class StorageRejected(PermanentError):
+    """The object store answered that the operation cannot succeed (bad name, bucket owned by someone else)."""
 
 
 class NoTrainingData(PermanentError):

@@ -31,7 +31,12 @@ from minio.commonconfig import CopySource
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from pydantic import SecretStr
 
-from training_controller.core.errors import InvalidRequest, PermanentError, StorageUnavailable
+from training_controller.core.errors import (
+    InvalidRequest,
+    StorageAccessDenied,
+    StorageRejected,
+    StorageUnavailable,
+)
 from training_controller.core.ports import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -62,14 +67,6 @@ DENIED_CODES = frozenset(
 BUSY_CODES = frozenset(
     {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "XMinioServerNotInitialized"}
 )
-
-
-class StorageAccessDenied(PermanentError):
-    """The object store refused the credentials or the operation; retrying will not help."""
-
-
-class StorageRejected(PermanentError):
-    """The object store answered that the operation cannot succeed (bad name, bucket owned by someone else)."""
 
 
 def _reveal(value: str | SecretStr) -> str:
@@ -162,7 +159,8 @@ class MinioObjectStore(ObjectStore):
                 raise StorageUnavailable(f"cannot read {path} to upload it: {e.strerror}") from e
             with f:
                 size = path.stat().st_size
-                # Known length and part size: the client reads one part at a time from the open file.
+                # Known length and part size: the client reads the open file part by part (a few parts in
+                # flight with its parallel uploads), never the whole of it.
                 self._client.put_object(bucket, key, f, size, part_size=self.part_size)
 
         await self._run("upload", bucket, key, upload, create_bucket=True)

@@ -1,0 +1,138 @@
+"""s3:// URIs for the training job: fetch its data from the object store and send its model files back.
+
+In a Kubernetes deployment the controller hands the job `s3://training-logs/<job>/windows.jsonl.gz` and
+`s3://opni-nulog-models/<job>`; with the local store it hands plain paths, and nothing here is used. The
+training image has neither the controller nor its settings, so this module imports only `minio` (with
+urllib3, its transport, for connection errors) and the standard library, and reads the endpoint and
+credentials from the variables Opni's deployments already set: `MINIO_SERVER_URL`, `MINIO_ACCESS_KEY`,
+`MINIO_SECRET_KEY`. TLS certificates are verified unless `MINIO_VERIFY_TLS=false` turns that off by name; a
+private CA is given with `SSL_CERT_FILE`, which the minio client reads. Uploads are multipart, part by part,
+so a large model never sits in memory whole.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error
+
+SCHEME = "s3://"
+DEFAULT_PART_SIZE = 16 * 1024 * 1024
+ENDPOINT_VAR, ACCESS_KEY_VAR, SECRET_KEY_VAR, VERIFY_TLS_VAR = (
+    "MINIO_SERVER_URL",
+    "MINIO_ACCESS_KEY",
+    "MINIO_SECRET_KEY",
+    "MINIO_VERIFY_TLS",
+)
+_FALSE = {"0", "false", "no", "off"}
+_TRUE = {"1", "true", "yes", "on", ""}
+
+
+class RemoteError(Exception):
+    """The object store could not be reached or refused the transfer."""
+
+
+class RemoteConfigError(RemoteError):
+    """The environment does not say how to reach the object store; the message names the variables."""
+
+
+def is_remote(uri: str) -> bool:
+    """Whether `uri` names an object store location (s3://...) rather than a local path."""
+    return uri.startswith(SCHEME)
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/some/key` → ("bucket", "some/key"); the key may be empty (a whole bucket)."""
+    if not is_remote(uri):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[len(SCHEME) :].partition("/")
+    if not bucket:
+        raise ValueError(f"{uri!r} names no bucket")
+    return bucket, key
+
+
+def client_from_env(env: Mapping[str, str] | None = None) -> Minio:
+    """A minio client for the endpoint and credentials in the environment (`os.environ` by default)."""
+    env = os.environ if env is None else env
+    missing = [name for name in (ENDPOINT_VAR, ACCESS_KEY_VAR, SECRET_KEY_VAR) if not env.get(name)]
+    if missing:
+        raise RemoteConfigError(f"cannot reach the object store: {', '.join(missing)} is not set")
+    parts = urlsplit(env[ENDPOINT_VAR].strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise RemoteConfigError(f"{ENDPOINT_VAR} must look like http://minio:9000 or https://host:port")
+    if parts.username is not None or parts.password is not None:
+        raise RemoteConfigError(
+            f"{ENDPOINT_VAR} must not hold credentials; set {ACCESS_KEY_VAR} and {SECRET_KEY_VAR}"
+        )
+    verify = env.get(VERIFY_TLS_VAR, "").strip().lower()
+    if verify not in _TRUE | _FALSE:
+        raise RemoteConfigError(f"{VERIFY_TLS_VAR} must be true or false")
+    return Minio(
+        parts.netloc,
+        access_key=env[ACCESS_KEY_VAR],
+        secret_key=env[SECRET_KEY_VAR],
+        secure=parts.scheme == "https",
+        cert_check=verify not in _FALSE,
+    )
+
+
+def download(uri: str, dest_dir: Path | str, *, client: Minio | None = None) -> Path:
+    """Fetch the object `s3://bucket/key` to `dest_dir/<last part of key>` and return that path.
+
+    Raises FileNotFoundError when the object does not exist, RemoteError when the store fails.
+    """
+    bucket, key = split_uri(uri)
+    if not key or key.endswith("/"):
+        raise ValueError(f"{uri!r} names a prefix, not an object")
+    dest = Path(dest_dir) / Path(key).name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    client = client or client_from_env()
+    try:
+        # fget_object writes to a temporary name and renames it into place when complete.
+        client.fget_object(bucket, key, str(dest))
+    except S3Error as e:
+        if e.code in ("NoSuchKey", "NoSuchBucket"):
+            raise FileNotFoundError(f"{uri} does not exist") from None
+        raise RemoteError(f"cannot download {uri}: {e.code}: {e.message}") from e
+    except (MinioException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise RemoteError(f"cannot download {uri}: {type(e).__name__}: {e}") from e
+    return dest
+
+
+def upload_dir(
+    local_dir: Path | str, uri: str, *, client: Minio | None = None, part_size: int = DEFAULT_PART_SIZE
+) -> list[str]:
+    """Upload every file under `local_dir` to `s3://bucket/prefix/<relative path>`; returns the keys written.
+
+    The bucket is created if it is missing. Files go up in sorted order, as multipart uploads of `part_size`.
+    """
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory")
+    bucket, prefix = split_uri(uri)
+    prefix = prefix.strip("/")
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    client = client or client_from_env()
+    keys: list[str] = []
+    try:
+        if not client.bucket_exists(bucket):
+            try:
+                client.make_bucket(bucket)
+            except S3Error as e:
+                if e.code != "BucketAlreadyOwnedByYou":
+                    raise
+        for path in files:
+            relative = path.relative_to(root).as_posix()
+            key = f"{prefix}/{relative}" if prefix else relative
+            client.fput_object(bucket, key, str(path), part_size=part_size)
+            keys.append(key)
+    except S3Error as e:
+        raise RemoteError(f"cannot upload {root} to {uri}: {e.code}: {e.message}") from e
+    except (MinioException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise RemoteError(f"cannot upload {root} to {uri}: {type(e).__name__}: {e}") from e
+    return keys
