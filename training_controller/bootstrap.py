@@ -65,6 +65,28 @@ def build_object_store(settings: Settings) -> ObjectStore:
 
 
 def build_launcher(settings: Settings) -> Launcher:
+    if settings.launcher == "kubernetes":
+        from training_controller.adapters.launchers.kubernetes import (
+            KubernetesJobSettings,
+            KubernetesLauncher,
+        )
+
+        assert settings.nulog_train_image_name is not None
+        return KubernetesLauncher.from_environment(
+            namespace=settings.job_namespace,
+            image_name=settings.nulog_train_image_name,
+            image_tag=settings.nulog_train_image_tag,
+            settings=KubernetesJobSettings(
+                gpu_resource=settings.train_gpu_resource,
+                gpu_count=settings.train_gpu_count,
+                backoff_limit=settings.train_backoff_limit,
+                active_deadline_seconds=settings.train_active_deadline_seconds,
+                ttl_seconds_after_finished=settings.train_ttl_seconds_after_finished,
+                service_account=settings.train_service_account,
+                credentials_secret=settings.credentials_secret_name,
+                minio_server_url=settings.minio_server_url,
+            ),
+        )
     assert settings.launcher == "local"
     return LocalLauncher(settings.jobs_dir())
 

@@ -21,6 +21,7 @@ _REQUIRED_BY: dict[tuple[str, str], tuple[str, ...]] = {
     ("log_source", "opensearch"): ("es_endpoint",),
     ("object_store", "local"): ("local_store_dir",),
     ("object_store", "minio"): ("minio_server_url", "minio_access_key", "minio_secret_key"),
+    ("launcher", "kubernetes"): ("nulog_train_image_name",),
 }
 
 
@@ -36,7 +37,7 @@ class Settings(BaseSettings):
     nats_server_url: str = Field(min_length=1, description="NATS server to connect to, e.g. nats://nats:4222.")
     log_source: Literal["files", "elasticsearch", "opensearch"] = Field(default="files", description="Where logs come from.")
     object_store: Literal["local", "minio"] = Field(default="local", description="Where data and models are kept.")
-    launcher: Literal["local"] = Field(default="local", description="What runs the training job.")
+    launcher: Literal["local", "kubernetes"] = Field(default="local", description="What runs the training job.")
 
     log_files_dir: Path | None = Field(default=None, description="files source: directory of JSONL log documents.")
     local_store_dir: Path | None = Field(default=None, description="local store: root directory of the buckets.")
@@ -61,6 +62,13 @@ class Settings(BaseSettings):
     nulog_train_image_name: str | None = Field(default=None, description="Training image, without the tag.")
     nulog_train_image_tag: str = "latest"
     job_namespace: str = "default"
+    train_gpu_resource: str = Field(default="nvidia.com/gpu", description="Extended resource of the GPU limit.")
+    train_gpu_count: int = Field(default=1, ge=0, le=64, description="GPUs per training Job; 0 for none.")
+    train_backoff_limit: int = Field(default=2, ge=0, le=20)
+    train_active_deadline_seconds: int = Field(default=21_600, ge=60)
+    train_ttl_seconds_after_finished: int = Field(default=86_400, ge=0)
+    train_service_account: str | None = None
+    credentials_secret_name: str = Field(default="training-controller", description="Secret with the MinIO keys.")
 
     s3_bucket: str = Field(default="opni-nulog-models", min_length=3, description="Bucket of the models.")
     training_bucket: str = Field(default="training-logs", min_length=3, description="Bucket of the training data.")
@@ -81,6 +89,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _adapter_settings_present(self) -> Settings:
         missing = missing_for_selectors(lambda name: getattr(self, name))
+        if self.launcher == "kubernetes" and self.object_store == "local":
+            missing.append("LAUNCHER=kubernetes needs OBJECT_STORE=minio: a training pod cannot read local files")
         if missing:
             raise ValueError("; ".join(missing))
         return self

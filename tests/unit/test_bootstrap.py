@@ -75,3 +75,39 @@ def test_minio_without_credentials_names_each_missing_setting(monkeypatch: pytes
         load_settings()
     for name in ("MINIO_SERVER_URL", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"):
         assert f"{name} is required when OBJECT_STORE=minio" in str(raised.value)
+
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t0ken}}]
+contexts: [{name: x, context: {cluster: c, user: u, namespace: training}}]
+current-context: x
+"""
+
+
+def test_kubernetes_launcher_is_built_from_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training_controller.adapters.launchers.kubernetes import KubernetesLauncher
+    from training_controller.bootstrap import build_launcher
+
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    launcher = build_launcher(
+        settings(
+            launcher="kubernetes",
+            object_store="minio",
+            log_files_dir=tmp_path,
+            minio_server_url="http://minio:9000",
+            minio_access_key="ak",
+            minio_secret_key="sk",
+            nulog_train_image_name="registry.example/nulog-train",
+            nulog_train_image_tag="1.2",
+            job_namespace="training",
+        )
+    )
+    assert isinstance(launcher, KubernetesLauncher)
+
+
+def test_kubernetes_launcher_with_a_local_store_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="LAUNCHER=kubernetes needs OBJECT_STORE=minio"):
+        settings(launcher="kubernetes", log_files_dir=tmp_path, nulog_train_image_name="img")

@@ -10,6 +10,8 @@
         │   └── SourceRejected    the log backend refused the query (credentials, index)
         ├── StorageAccessDenied   the object store refused the credentials or the operation
         ├── StorageRejected       the object store says the operation cannot succeed
+        ├── LauncherForbidden     the launcher may not do that (a missing RBAC rule, named)
+        ├── LauncherRejected      the launcher's API rejected the job as invalid
         ├── NoTrainingData        the query matched no log documents
         ├── IllegalTransition     a job record was asked to move to a phase it cannot reach
         ├── JobNotFound           no record with that job id
@@ -64,6 +66,14 @@ class StorageAccessDenied(PermanentError):
 
 class StorageRejected(PermanentError):
     """The object store answered that the operation cannot succeed (bad name, bucket owned by someone else)."""
+
+
+class LauncherForbidden(PermanentError):
+    """The launcher's API refused a request for lack of permission; the message names the missing rule."""
+
+
+class LauncherRejected(PermanentError):
+    """The launcher's API rejected a request as invalid; retrying the same request will not help."""
 
 
 class NoTrainingData(PermanentError):

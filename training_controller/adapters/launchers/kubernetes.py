@@ -7,7 +7,12 @@ JSON progress lines.
 
 The official `kubernetes` client blocks. One-shot calls run in worker threads (`asyncio.to_thread`); the two
 long-lived streams of a followed job (the watch on the Job, the pod's log) run in daemon threads that feed an
-`asyncio.Queue`, so a stream blocked on a quiet socket never holds up the event loop nor the interpreter's exit.
+`asyncio.Queue`, so a stream blocked on a quiet socket never holds up the event loop nor the interpreter's exit,
+and closing the events breaks both streams off at once.
+
+Following a Job is list-then-watch: a watch ends when the API server's timeout does and is resumed from the last
+resourceVersion seen; a 410 Gone (the version is too old) starts over with a fresh list. The pod's log is read
+with timestamps, so a broken log stream resumes without repeating lines.
 
 Errors are translated here: 403/401 and requests the API rejects become permanent errors that name what is
 missing; 5xx, 429 and connection failures become `LauncherUnavailable` (retry later).
@@ -20,6 +25,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import socket
 import threading
@@ -29,14 +35,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from training_controller.adapters.launchers.local import _parse as parse_line
-from training_controller.adapters.launchers.local import job_command
+from training_controller.adapters.launchers.local import job_command, parse_line
 from training_controller.core.errors import (
     ControllerError,
     InvalidRequest,
+    LauncherForbidden,
+    LauncherRejected,
     LauncherUnavailable,
     PermanentError,
 )
@@ -58,14 +65,6 @@ _LOG_RECONNECTS = 5
 _LOG_RESUME_MARGIN = 60  # seconds
 
 
-class KubernetesForbidden(PermanentError):
-    """The Kubernetes API refused a request for lack of permission; the message names the missing RBAC rule."""
-
-
-class KubernetesRejected(PermanentError):
-    """The Kubernetes API rejected a request as invalid; retrying the same request will not help."""
-
-
 @dataclass(frozen=True)
 class KubernetesJobSettings:
     """How the training Job is shaped, and how long the launcher waits on the API."""
@@ -76,7 +75,7 @@ class KubernetesJobSettings:
     active_deadline_seconds: int = 6 * 3600
     ttl_seconds_after_finished: int = 24 * 3600
     service_account: str | None = None
-    credentials_secret: str = "training-controller"
+    credentials_secret: str | None = "training-controller"  # None: the pod gets no MinIO credentials
     access_key_key: str = "MINIO_ACCESS_KEY"
     secret_key_key: str = "MINIO_SECRET_KEY"
     minio_server_url: str | None = None
@@ -147,7 +146,8 @@ class KubernetesLauncher(Launcher):
             config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
             try:
-                config.load_kube_config(client_configuration=configuration)
+                # KUBECONFIG as it is now (the client reads it once, at import); it may list several files.
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
             except (config.ConfigException, OSError) as e:
                 raise LauncherUnavailable(f"no Kubernetes configuration: not in a cluster and no kubeconfig ({e})") from e
         return cls(
@@ -174,12 +174,17 @@ class KubernetesLauncher(Launcher):
         ]
         if s.minio_server_url:
             env.append(client.V1EnvVar(name="MINIO_SERVER_URL", value=s.minio_server_url))
-        env += [
-            client.V1EnvVar(name=var, value_from=client.V1EnvVarSource(
-                secret_key_ref=client.V1SecretKeySelector(name=s.credentials_secret, key=key)
-            ))
-            for var, key in (("MINIO_ACCESS_KEY", s.access_key_key), ("MINIO_SECRET_KEY", s.secret_key_key))
-        ]
+        if s.credentials_secret:
+            # By reference: the Job, which anyone who may read Jobs can see, never holds a credential.
+            env += [
+                client.V1EnvVar(
+                    name=var,
+                    value_from=client.V1EnvVarSource(
+                        secret_key_ref=client.V1SecretKeySelector(name=s.credentials_secret, key=key)
+                    ),
+                )
+                for var, key in (("MINIO_ACCESS_KEY", s.access_key_key), ("MINIO_SECRET_KEY", s.secret_key_key))
+            ]
         limits = {s.gpu_resource: str(s.gpu_count)} if s.gpu_count > 0 else None
         container = client.V1Container(
             name=CONTAINER,
@@ -200,6 +205,7 @@ class KubernetesLauncher(Launcher):
         pod = client.V1PodSpec(
             restart_policy="Never",  # required by podFailurePolicy; the Job makes a new pod instead
             service_account_name=s.service_account,
+            automount_service_account_token=False,  # the training never calls the Kubernetes API
             node_selector=dict(s.node_selector) or None,
             tolerations=[_toleration(t) for t in s.tolerations] or None,
             image_pull_secrets=[client.V1LocalObjectReference(name=n) for n in s.image_pull_secrets] or None,
@@ -366,13 +372,13 @@ class KubernetesLauncher(Launcher):
         finally:
             response.release_conn()
 
-    def _list_all_jobs(self) -> list[dict[str, Any]]:
+    def _list_all_jobs(self, *, page_size: int = 500) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         token = None
         while True:
             extra = {"_continue": token} if token else {}
             page = self._get_json(
-                self.batch.list_namespaced_job, self.namespace, label_selector=f"{APP_LABEL}={APP_NAME}", limit=500, **extra
+                self.batch.list_namespaced_job, self.namespace, label_selector=f"{APP_LABEL}={APP_NAME}", limit=page_size, **extra
             )
             items += page.get("items") or []
             token = (page.get("metadata") or {}).get("continue")
@@ -386,15 +392,15 @@ class KubernetesLauncher(Launcher):
         what = f"{verb} {resource}{'.' + group if group else ''} in namespace {self.namespace}"
         detail = _status_message(e)
         if e.status == 403:
-            return KubernetesForbidden(
+            return LauncherForbidden(
                 f"{who}the Kubernetes API refused to {what} (403 Forbidden: {detail}); the controller's service "
                 f"account needs a Role in namespace {self.namespace} with the rule "
                 f'apiGroups: ["{group}"], resources: ["{resource}"], verbs: ["{verb}"] (see rbac.yaml)'
             )
         if e.status == 401:
-            return KubernetesForbidden(f"{who}the Kubernetes API rejected the controller's credentials to {what} (401)")
+            return LauncherForbidden(f"{who}the Kubernetes API rejected the controller's credentials to {what} (401)")
         if e.status in (400, 404, 405, 413, 415, 422):
-            return KubernetesRejected(f"{who}the Kubernetes API rejected the request to {what} ({e.status}: {detail})")
+            return LauncherRejected(f"{who}the Kubernetes API rejected the request to {what} ({e.status}: {detail})")
         return LauncherUnavailable(f"{who}the Kubernetes API could not {what} ({e.status}: {detail})")
 
     def _unreachable(self, e: BaseException, verb: str, resource: str, *, job_id: str | None = None) -> LauncherUnavailable:
@@ -402,6 +408,10 @@ class KubernetesLauncher(Launcher):
         return LauncherUnavailable(
             f"{who}cannot reach the Kubernetes API to {verb} {resource} in namespace {self.namespace}: {_short(e)}"
         )
+
+
+class _NoLogAccess(Exception):
+    """The controller may not read the Job's pods or their logs."""
 
 
 class _Follower:
@@ -415,8 +425,8 @@ class _Follower:
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.stopped = threading.Event()
         self.job_ended = threading.Event()
-        self._watch: watch.Watch | None = None
-        self._log_response: Any = None
+        self._lock = threading.Lock()
+        self._responses: set[Any] = set()  # the streams under way, to break off on stop()
         self.logs_done = False
 
     def start(self) -> None:
@@ -424,11 +434,11 @@ class _Follower:
             threading.Thread(target=target, name=f"kube-{what}-{self.job_id}", daemon=True).start()
 
     def stop(self) -> None:
-        self.stopped.set()
-        self.job_ended.set()
-        if self._watch is not None:
-            self._watch.stop()
-        _shutdown(self._log_response)
+        with self._lock:
+            self.stopped.set()
+            self.job_ended.set()
+            for response in self._responses:
+                _shutdown(response)
 
     def put(self, kind: str, value: Any) -> None:
         if not self.loop.is_closed():
@@ -452,11 +462,19 @@ class _Follower:
     # -- the watch on the Job --------------------------------------------------------------------------
 
     def _watch_job(self) -> None:
+        try:
+            self._watch_until_the_end()
+        except Exception as e:  # a watch thread that dies must not leave events() waiting for it
+            log.exception("job %s: following the Job failed", self.job_id)
+            self.put("fatal", LauncherUnavailable(f"job {self.job_id}: following the Job failed: {_short(e)}"))
+
+    def _watch_until_the_end(self) -> None:
         launcher, s = self.launcher, self.launcher.settings
         selector = f"metadata.name={self.name}"
         version: str | None = None
         failures = 0
         while not self.stopped.is_set():
+            verb = "list" if version is None else "watch"
             try:
                 if version is None:
                     # A fresh list: where the Job stands now, and the version to watch from.
@@ -467,28 +485,38 @@ class _Follower:
                         self.put("gone", f"the Job {self.name} does not exist (deleted, or removed after it ended)")
                         return
                     self.put("job", items[0])
-                # "object": events as the JSON the server sent, not validated into models that a newer
-                # server's Job might not satisfy.
-                self._watch = watch.Watch(return_type="object")
-                for event in self._watch.stream(
+                    verb = "watch"
+                # The client's Watch helper is not used: it cannot be stopped reliably from another thread
+                # before its request is under way, and it retries on its own. This is the same request.
+                response = self._open(
                     launcher.batch.list_namespaced_job,
                     launcher.namespace,
                     field_selector=selector,
                     resource_version=version,
                     allow_watch_bookmarks=True,
-                    timeout_seconds=s.watch_timeout_seconds,  # also turns off the client's own retries
+                    timeout_seconds=s.watch_timeout_seconds,
+                    watch=True,
+                    _preload_content=False,
                     _request_timeout=(s.request_timeout_seconds, s.watch_timeout_seconds + s.request_timeout_seconds),
-                ):
-                    obj = event["raw_object"]
-                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                    failures = 0
-                    if event["type"] == "DELETED":
-                        self.put("gone", f"the Job {self.name} was deleted")
-                        return
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        self.put("job", obj)
-                    if self.stopped.is_set():
-                        return
+                )
+                try:
+                    for line in _lines(response):
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        kind, obj = event.get("type"), event.get("object") or {}
+                        if kind == "ERROR":
+                            # A Status inside the stream, e.g. 410 Expired when the version is too old.
+                            raise ApiException(status=obj.get("code"), reason=f"{obj.get('reason')}: {obj.get('message')}")
+                        version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                        failures = 0
+                        if kind == "DELETED":
+                            self.put("gone", f"the Job {self.name} was deleted")
+                            return
+                        if kind in ("ADDED", "MODIFIED"):
+                            self.put("job", obj)
+                finally:
+                    self._close(response)
                 log.debug("job %s: watch ended at resourceVersion %s; resuming", self.job_id, version)
             except ApiException as e:
                 if self.stopped.is_set():
@@ -497,7 +525,7 @@ class _Follower:
                     log.info("job %s: watch of %s expired (410 Gone); listing again", self.job_id, self.name)
                     version = None
                     continue
-                error = launcher._error(e, "watch", "batch", "jobs", job_id=self.job_id)
+                error = launcher._error(e, verb, "batch", "jobs", job_id=self.job_id)
                 if isinstance(error, PermanentError):
                     self.put("fatal", error)
                     return
@@ -508,16 +536,32 @@ class _Follower:
                     return
                 failures += 1
                 log.warning("job %s: watching %s failed (%d), retrying: %s", self.job_id, self.name, failures, _short(e))
-            finally:
-                self._watch = None
             if failures:
                 self.stopped.wait(min(30.0, _RETRY_SECONDS * 2 ** (failures - 1)))
+
+    def _open(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Start a streamed request, registered so that stop() can break it off from another thread."""
+        response = call(*args, **kwargs)
+        with self._lock:
+            self._responses.add(response)
+            if self.stopped.is_set():  # stop() came while the request was under way
+                _shutdown(response)
+        return response
+
+    def _close(self, response: Any) -> None:
+        with self._lock:
+            self._responses.discard(response)
+        with contextlib.suppress(Exception):
+            response.release_conn()
 
     # -- the pod's log ---------------------------------------------------------------------------------
 
     def _follow_logs(self) -> None:
         try:
             self._follow_pods()
+        except _NoLogAccess as e:
+            # The Job's outcome is still followed; only its progress lines are lost.
+            log.error("%s; the job's progress cannot be followed", e)
         except Exception:  # a log thread that dies must not leave events() waiting for it
             log.exception("job %s: following the pod log failed", self.job_id)
         finally:
@@ -532,7 +576,12 @@ class _Follower:
                 pods = launcher._get_json(
                     launcher.core.list_namespaced_pod, launcher.namespace, label_selector=f"{JOB_ID_LABEL}={self.job_id}"
                 ).get("items") or []
-            except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+            except ApiException as e:
+                if e.status in (401, 403):
+                    raise _NoLogAccess(launcher._error(e, "list", "", "pods", job_id=self.job_id)) from e
+                log.warning("job %s: cannot list the Job's pods: %s", self.job_id, _short(e))
+                pods = []
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
                 log.warning("job %s: cannot list the Job's pods: %s", self.job_id, _short(e))
                 pods = []
             started = sorted(
@@ -559,7 +608,8 @@ class _Follower:
                 # The client has no sinceTime: resume a little early with sinceSeconds (the node's clock may
                 # differ from ours) and skip the lines passed on already.
                 kwargs: dict[str, Any] = {"since_seconds": _seconds_since(since) + _LOG_RESUME_MARGIN} if since else {}
-                self._log_response = launcher.core.read_namespaced_pod_log(
+                response = self._open(
+                    launcher.core.read_namespaced_pod_log,
                     pod,
                     launcher.namespace,
                     container=CONTAINER,
@@ -570,6 +620,8 @@ class _Follower:
                     **kwargs,
                 )
             except ApiException as e:
+                if e.status in (401, 403):
+                    raise _NoLogAccess(launcher._error(e, "get", "", "pods/log", job_id=self.job_id)) from e
                 if e.status in (400, 404):
                     return since is not None  # not started yet (look again on the next pass), or gone
                 log.warning("job %s: cannot read the log of pod %s: %s", self.job_id, pod, _short(e))
@@ -578,7 +630,7 @@ class _Follower:
                 log.warning("job %s: cannot read the log of pod %s: %s", self.job_id, pod, _short(e))
                 continue
             try:
-                for stamped in _lines(self._log_response):
+                for stamped in _lines(response):
                     stamp, _, line = stamped.partition(" ")
                     if since is not None and stamp <= since:
                         continue  # passed on before the stream broke
@@ -591,9 +643,7 @@ class _Follower:
                     return True
                 log.warning("job %s: the log stream of pod %s broke, resuming: %s", self.job_id, pod, _short(e))
             finally:
-                response, self._log_response = self._log_response, None
-                with contextlib.suppress(Exception):
-                    response.release_conn()
+                self._close(response)
         return True
 
 

@@ -115,7 +115,7 @@ class LocalLauncher(Launcher):
             if ended and pending.strip():  # the job's last line, written without its newline
                 lines.append(pending)
             for raw in lines:
-                event = _parse(raw)
+                event = parse_line(raw)
                 if event.data.get("event") == "error":
                     last_error = str(event.data.get("message", ""))
                 yield event
@@ -190,7 +190,8 @@ def _read_from(path: Path, position: int) -> bytes:
         return b""
 
 
-def _parse(raw: bytes) -> LauncherEvent:
+def parse_line(raw: bytes) -> LauncherEvent:
+    """A line of a training job's stdout: a JSON event becomes "progress", anything else "log"."""
     text = raw.decode("utf-8", errors="replace").strip()
     try:
         data = json.loads(text)

@@ -1,0 +1,93 @@
+"""The kubernetes launcher against a real cluster: runs only when KUBECONFIG is set.
+
+Each test launches a tiny Job in `KUBE_TEST_NAMESPACE` (default `default`) through the launcher, with the
+launcher's own Job shape (labels, podFailurePolicy, security context, emptyDir) but a busybox command instead
+of the training, follows it to its end through the watch and the pod log, and deletes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+
+import pytest
+from kubernetes import client
+
+from training_controller.adapters.launchers.kubernetes import KubernetesJobSettings, KubernetesLauncher
+from training_controller.core.ports import JobSpec, LauncherEvent
+
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.skipif(not os.environ.get("KUBECONFIG"), reason="KUBECONFIG is not set"),
+]
+
+NAMESPACE = os.environ.get("KUBE_TEST_NAMESPACE", "default")
+IMAGE = os.environ.get("KUBE_TEST_IMAGE", "busybox:1.36")
+PROGRESS = {"event": "progress", "epoch": 1, "percent": 100.0}
+
+
+class ShellLauncher(KubernetesLauncher):
+    """The real launcher, whose Job runs a shell script instead of the training entrypoint."""
+
+    def __init__(self, script: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.script = script
+
+    def build_job(self, spec: JobSpec) -> client.V1Job:
+        job = super().build_job(spec)
+        container = job.spec.template.spec.containers[0]
+        container.command, container.args = ["sh", "-c", self.script], None
+        return job
+
+
+def launcher_running(script: str) -> ShellLauncher:
+    base = KubernetesLauncher.from_environment(namespace=NAMESPACE, image_name="unused")
+    name, _, tag = IMAGE.rpartition(":")
+    return ShellLauncher(
+        script,
+        api_client=base.api_client,
+        namespace=NAMESPACE,
+        image_name=name,
+        image_tag=tag,
+        # No GPU, no MinIO secret in a test namespace; a short deadline in case the image cannot be pulled.
+        settings=KubernetesJobSettings(gpu_count=0, credentials_secret=None, active_deadline_seconds=240, poll_seconds=1),
+    )
+
+
+async def run_to_the_end(launcher: KubernetesLauncher, job_id: str) -> list[LauncherEvent]:
+    await launcher.launch(JobSpec(job_id, ("/tmp/none",), "/tmp/out", epochs=1, seed=0))
+    try:
+        return await asyncio.wait_for(_collect(launcher, job_id), 300)
+    finally:
+        await launcher.cancel(job_id)
+
+
+async def _collect(launcher: KubernetesLauncher, job_id: str) -> list[LauncherEvent]:
+    return [e async for e in launcher.events(job_id)]
+
+
+async def test_a_job_that_prints_progress_is_followed_to_success() -> None:
+    job_id = f"live-{uuid.uuid4().hex[:8]}"
+    launcher = launcher_running(f"echo '{json.dumps(PROGRESS)}'; echo 'a log line' >&2; sleep 2")
+
+    assert await launcher.healthy()
+    events = await run_to_the_end(launcher, job_id)
+
+    assert LauncherEvent("progress", PROGRESS) in events
+    assert LauncherEvent("log", {"line": "a log line"}) in events
+    assert events[-1].kind == "finished" and events[-1].succeeded, events[-1].message
+    assert job_id not in {j.job_id for j in await launcher.list_jobs() if j.state == "running"}
+
+
+async def test_a_failing_command_fails_the_job_at_once_through_the_pod_failure_policy() -> None:
+    job_id = f"live-{uuid.uuid4().hex[:8]}"
+    launcher = launcher_running("echo '{\"event\":\"error\",\"message\":\"no data\"}'; exit 3")
+
+    events = await run_to_the_end(launcher, job_id)
+
+    final = events[-1]
+    assert final.kind == "finished" and not final.succeeded
+    assert final.message.startswith("PodFailurePolicy"), final.message  # not retried up to backoffLimit
+    assert "no data" in final.message
