@@ -3,6 +3,10 @@
 Its stdout is a contract: only JSON objects, one per line, flushed at once (stage, progress, done or
 error), because the controller parses them into job status. Human-readable logs go to stderr.
 Exit codes: 0 done, 1 failed, 2 bad arguments or no usable input.
+
+`--data` and `--output` may be local paths (the local launcher) or `s3://bucket/key` URIs (a Kubernetes Job,
+reading and writing MinIO with the credentials in its environment): remote data is downloaded to a scratch
+directory first, and remote output is uploaded once all three files are written.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -73,8 +78,7 @@ def load_lines(paths: list[str], *, max_lines: int | None, seed: int) -> list[st
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load, train, save; returns the metrics."""
     # torch is imported only once the arguments are valid, so a bad call fails in milliseconds.
-    from nulog.checkpoint import save_checkpoint, write_vocab
-    from nulog.train import Progress, resolve_device, train
+    from nulog.train import resolve_device
 
     if args.epochs is not None and args.epochs < 1:
         raise UsageError("--epochs must be at least 1")
@@ -86,11 +90,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         device = resolve_device(args.device)
     except ValueError as e:
         raise UsageError(str(e)) from e
-    out = Path(args.output)
+    with tempfile.TemporaryDirectory(prefix=f"nulog-job-{args.job_id}-") as scratch:
+        return _run_in(Path(scratch), args, device)
+
+
+def _fetch_inputs(paths: list[str], scratch: Path) -> list[str]:
+    """Local paths of the data: remote objects are downloaded into `scratch`."""
+    from nulog import remote
+
+    local = []
+    for i, path in enumerate(paths):
+        if remote.is_remote(path):
+            try:
+                local.append(str(remote.download(path, scratch / f"data-{i}")))
+            except FileNotFoundError as e:
+                raise UsageError(f"data object {path} does not exist") from e
+            except remote.RemoteConfigError as e:
+                raise UsageError(str(e)) from e
+        else:
+            local.append(path)
+    return local
+
+
+def _run_in(scratch: Path, args: argparse.Namespace, device: str) -> dict[str, Any]:
+    from nulog import remote
+    from nulog.checkpoint import save_checkpoint, write_vocab
+    from nulog.train import Progress, train
+
+    out = scratch / "output" if remote.is_remote(args.output) else Path(args.output)
     t0 = time.monotonic()
 
     emit("stage", stage="loading", message=f"reading {len(args.data)} data file(s)")
-    lines = load_lines(args.data, max_lines=args.max_lines, seed=args.seed)
+    lines = load_lines(_fetch_inputs(args.data, scratch), max_lines=args.max_lines, seed=args.seed)
     log.info("job %s: %d log lines loaded", args.job_id, len(lines))
 
     config = NuLogConfig(seed=args.seed)
@@ -136,6 +167,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "k": result.config.k,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    if remote.is_remote(args.output):
+        emit("stage", stage="saving", message=f"uploading model files to {args.output}")
+        remote.upload_dir(out, args.output)
     return metrics
 
 

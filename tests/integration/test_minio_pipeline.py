@@ -1,0 +1,82 @@
+"""A whole training through an S3 endpoint: the controller exports to it, the job reads from and writes to it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from minio import Minio
+from moto.server import ThreadedMotoServer
+
+from tests.conftest import MINUTE_NS, SAMPLE_END_NS
+from training_controller.bootstrap import Service
+from training_controller.config import Settings
+from training_controller.natsserver import NatsServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def s3_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+async def test_training_with_the_minio_store_reads_and_writes_s3_only(
+    nats_server: NatsServer, nc: nats.NATS, sample_logs: Path, tmp_path: Path, s3_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The local launcher's training process inherits these, as a Kubernetes Job gets them from its Secret.
+    monkeypatch.setenv("MINIO_SERVER_URL", s3_url)
+    monkeypatch.setenv("MINIO_ACCESS_KEY", "ak")
+    monkeypatch.setenv("MINIO_SECRET_KEY", "sk")
+    settings = Settings(
+        nats_server_url=nats_server.url,
+        log_files_dir=sample_logs,
+        object_store="minio",
+        local_jobs_dir=tmp_path / "jobs",
+        train_epochs=1,
+        train_max_lines=200,
+        train_device="cpu",
+    )
+    service = await Service.start(settings)
+    try:
+        ready: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def on_ready(msg) -> None:
+            if not ready.done():
+                ready.set_result(json.loads(msg.data))
+
+        await nc.subscribe("model_ready", cb=on_ready)
+        start = SAMPLE_END_NS - 30 * MINUTE_NS
+        payload = {"model_to_train": "nulog", "time_intervals": [{"start_ts": start, "end_ts": start + 5 * MINUTE_NS}]}
+        reply = json.loads((await nc.request("train", json.dumps(payload).encode(), timeout=10)).data)
+        event = await asyncio.wait_for(ready, timeout=180)
+    finally:
+        await service.stop()
+
+    job = reply["job_id"]
+    assert event["job_id"] == job
+    s3 = Minio(s3_url.removeprefix("http://"), access_key="ak", secret_key="sk", secure=False)
+    models = sorted(o.object_name for o in s3.list_objects("opni-nulog-models", recursive=True))
+    assert models == sorted([f"{job}/nulog_model.pt", f"{job}/vocab.txt", f"{job}/metrics.json",
+                             "nulog_model_latest.pt", "vocab.txt"])
+    data = sorted(o.object_name for o in s3.list_objects("training-logs", recursive=True))
+    assert data == [f"{job}/manifest.json", f"{job}/windows.jsonl.gz"]
+    latest = s3.get_object("opni-nulog-models", "nulog_model_latest.pt").read()
+    assert latest == s3.get_object("opni-nulog-models", f"{job}/nulog_model.pt").read()
+    spec = json.loads((tmp_path / "jobs" / job / "spec.json").read_text())
+    assert spec["data_uris"] == [f"s3://training-logs/{job}/windows.jsonl.gz"]
+    assert spec["output_uri"] == f"s3://opni-nulog-models/{job}"
