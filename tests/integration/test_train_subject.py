@@ -91,6 +91,15 @@ async def test_train_request_announces_job_start_model_ready_and_job_end_in_orde
 
     record = json.loads((await nc.request("training_status", json.dumps({"job_id": reply["job_id"]}).encode(), timeout=5)).data)
     assert record["phase"] == "succeeded"
+    # What Opni's gateway reads: the KV key modelTrainingStatus.
+    kv = await nc.jetstream().key_value("model-training-parameters")
+    status = json.loads((await kv.get("modelTrainingStatus")).value)
+    assert status["status"] == "completed" and status["job_id"] == reply["job_id"]
+    assert status["statistics"]["percentageCompleted"] == 100
+    assert status["statistics"]["remainingTime"] == 0
+    assert status["statistics"]["currentEpoch"] == 1
+    assert status["statistics"]["stage"] == "succeeded"
+    assert status["statistics"]["timeElapsed"] > 0
     assert [step["phase"] for step in record["history"]] == ["queued", "exporting", "launching", "running", "succeeded"]
     assert record["log_count"] == manifest["count"]
     assert record["train_data_version_hash"] == manifest["sha256"]
