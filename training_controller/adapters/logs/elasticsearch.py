@@ -11,22 +11,16 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, SerializationError, TlsError, TransportError
 from elasticsearch import ApiError, AsyncElasticsearch, UnsupportedProductError
-from pydantic import SecretStr
 
 from training_controller.adapters.logs.search_query import (
     Credentials,
     Failure,
-    IndexLayout,
-    RetryPolicy,
     SearchLogSource,
-    TimestampUnit,
     error_reason,
-    public_url,
     retryable_status,
 )
 
@@ -39,38 +33,11 @@ class ElasticsearchLogSource(SearchLogSource):
     name = "elasticsearch"
     backend = "Elasticsearch"
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        username: str | None = None,
-        password: SecretStr | str | None = None,
-        api_key: SecretStr | str | None = None,
-        ca_certs: str | None = None,
-        verify_certs: bool = True,
-        index: str = "logs",
-        timestamp_field: str = "timestamp",
-        timestamp_unit: TimestampUnit = "ns",
-        keyword_suffix: str = "",
-        page_size: int = 1000,
-        keep_alive: str = "2m",
-        request_timeout: float = 30.0,
-        max_tries: int = 5,
-        retry_base_delay: float = 0.5,
-        retry_max_delay: float = 8.0,
+    def _connect(
+        self, endpoint: str, auth: Credentials, *, ca_certs: str | None, verify_certs: bool, request_timeout: float
     ) -> None:
-        auth = Credentials.of(username, password, api_key)
-        super().__init__(
-            layout=IndexLayout(index, timestamp_field, timestamp_unit, keyword_suffix),
-            page_size=page_size,
-            keep_alive=keep_alive,
-            retry=RetryPolicy(max_tries, retry_base_delay, retry_max_delay),
-            secrets=(auth.password or "", auth.api_key or "", urlsplit(endpoint).password or ""),
-            endpoint=public_url(endpoint),
-        )
         options: dict[str, Any] = {
             "request_timeout": request_timeout,
-            # Retries are ours (with backoff and a clear error at the end), not the transport's.
             "max_retries": 0,
             "retry_on_status": (),
             "retry_on_timeout": False,
@@ -78,7 +45,6 @@ class ElasticsearchLogSource(SearchLogSource):
         }
         if not verify_certs:
             options["ssl_show_warn"] = False
-            log.warning("Elasticsearch %s: TLS certificate verification is turned off", self.endpoint)
         if ca_certs:
             options["ca_certs"] = ca_certs
         if auth.username and auth.password:

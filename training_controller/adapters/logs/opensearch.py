@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import ssl
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import ClientSSLError
 from opensearchpy import AsyncOpenSearch
@@ -24,17 +23,12 @@ from opensearchpy.exceptions import (
     SSLError,
     TransportError,
 )
-from pydantic import SecretStr
 
 from training_controller.adapters.logs.search_query import (
     Credentials,
     Failure,
-    IndexLayout,
-    RetryPolicy,
     SearchLogSource,
-    TimestampUnit,
     error_reason,
-    public_url,
     retryable_status,
 )
 
@@ -57,37 +51,14 @@ class OpenSearchLogSource(SearchLogSource):
     name = "opensearch"
     backend = "OpenSearch"
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        username: str | None = None,
-        password: SecretStr | str | None = None,
-        api_key: SecretStr | str | None = None,
-        ca_certs: str | None = None,
-        verify_certs: bool = True,
-        index: str = "logs",
-        timestamp_field: str = "timestamp",
-        timestamp_unit: TimestampUnit = "ns",
-        keyword_suffix: str = "",
-        page_size: int = 1000,
-        keep_alive: str = "2m",
-        request_timeout: float = 30.0,
-        max_tries: int = 5,
-        retry_base_delay: float = 0.5,
-        retry_max_delay: float = 8.0,
-        tiebreaker: str | None = None,
-    ) -> None:
-        auth = Credentials.of(username, password, api_key)
-        super().__init__(
-            layout=IndexLayout(index, timestamp_field, timestamp_unit, keyword_suffix),
-            page_size=page_size,
-            keep_alive=keep_alive,
-            retry=RetryPolicy(max_tries, retry_base_delay, retry_max_delay),
-            secrets=(auth.password or "", auth.api_key or "", urlsplit(endpoint).password or ""),
-            endpoint=public_url(endpoint),
-        )
+    def __init__(self, endpoint: str, *, tiebreaker: str | None = None, **options: Any) -> None:
+        """As SearchLogSource; `tiebreaker` overrides the one picked from the cluster's version."""
         self._tiebreak = tiebreaker
+        super().__init__(endpoint, **options)
+
+    def _connect(
+        self, endpoint: str, auth: Credentials, *, ca_certs: str | None, verify_certs: bool, request_timeout: float
+    ) -> None:
         options: dict[str, Any] = {
             "timeout": request_timeout,
             "max_retries": 0,
@@ -96,8 +67,6 @@ class OpenSearchLogSource(SearchLogSource):
             "verify_certs": verify_certs,
             "ssl_show_warn": verify_certs,
         }
-        if not verify_certs:
-            log.warning("OpenSearch %s: TLS certificate verification is turned off", self.endpoint)
         if ca_certs:
             options["ca_certs"] = ca_certs
         if auth.username and auth.password:

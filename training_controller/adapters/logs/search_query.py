@@ -16,7 +16,7 @@ import abc
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -254,26 +254,47 @@ class SearchLogSource(LogSource, abc.ABC):
 
     def __init__(
         self,
-        *,
-        layout: IndexLayout,
-        page_size: int,
-        keep_alive: str,
-        retry: RetryPolicy,
-        secrets: Iterable[str],
         endpoint: str,
+        *,
+        username: str | None = None,
+        password: SecretStr | str | None = None,
+        api_key: SecretStr | str | None = None,
+        ca_certs: str | None = None,
+        verify_certs: bool = True,
+        index: str = "logs",
+        timestamp_field: str = "timestamp",
+        timestamp_unit: TimestampUnit = "ns",
+        keyword_suffix: str = "",
+        page_size: int = 1000,
+        keep_alive: str = "2m",
+        request_timeout: float = 30.0,
+        max_tries: int = 5,
+        retry_base_delay: float = 0.5,
+        retry_max_delay: float = 8.0,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
-        if layout.timestamp_unit not in TIMESTAMP_UNITS:
+        if timestamp_unit not in TIMESTAMP_UNITS:
             raise ValueError(f"timestamp unit must be one of {', '.join(TIMESTAMP_UNITS)}")
-        self.layout = layout
+        auth = Credentials.of(username, password, api_key)
+        self.layout = IndexLayout(index, timestamp_field, timestamp_unit, keyword_suffix)
         self.page_size = page_size
         self.keep_alive = keep_alive
-        self.retry = retry
-        self.endpoint = endpoint
+        self.retry = RetryPolicy(max_tries, retry_base_delay, retry_max_delay)
+        self.endpoint = public_url(endpoint)
+        secrets = (auth.password or "", auth.api_key or "", urlsplit(endpoint).password or "")
         self._secrets = tuple(s for s in secrets if s)
+        if not verify_certs:
+            log.warning("%s %s: TLS certificate verification is turned off", self.backend, self.endpoint)
+        self._connect(endpoint, auth, ca_certs=ca_certs, verify_certs=verify_certs, request_timeout=request_timeout)
 
-    # What each backend provides: its client's calls and the sorting of its exceptions.
+    # What each backend provides: its client, its calls and the sorting of its exceptions.
+
+    @abc.abstractmethod
+    def _connect(
+        self, endpoint: str, auth: Credentials, *, ca_certs: str | None, verify_certs: bool, request_timeout: float
+    ) -> None:
+        """Make the backend's client; the client's own retries stay off (ours apply)."""
 
     @abc.abstractmethod
     async def _count_request(self, query: dict[str, Any]) -> int: ...
