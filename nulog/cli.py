@@ -17,9 +17,12 @@ from nulog.config import DEFAULT_FILTERS, NuLogConfig
 from nulog.data import read_lines
 from nulog.parse import read_raw_lines, split_fields, templates, write_structured_csv
 from nulog.score import score_lines
+from nulog.tokenizer import Tokenizer
 from nulog.train import Progress, train
 
 log = logging.getLogger("nulog")
+
+MAX_LEN_LIMIT = 1024  # positions `parse` may give the model for a file with very long lines
 
 
 def _progress(p: Progress) -> None:
@@ -44,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not lines:
         log.error("the inputs hold no log lines")
         return 2
-    config = NuLogConfig(epochs=args.epochs, seed=args.seed, k=args.k, filters=args.filters)
+    config = NuLogConfig(epochs=args.epochs, seed=args.seed, k=args.k, filters=args.filters, dedupe=not args.all_lines)
     result = train(lines, config, device=args.device, on_progress=_progress)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,10 +80,14 @@ def cmd_parse(args: argparse.Namespace) -> int:
     raw = read_raw_lines(args.logfile)
     headers, rows = split_fields(raw, args.log_format)
     contents = [r["Content"] for r in rows]
-    config = NuLogConfig(
-        epochs=args.epochs, seed=args.seed, k=args.k, filters=args.filters, num_samples=args.num_samples
-    )
     train_lines = [c for c in contents if c.strip()]
+    # The model sees every token of every line of the file, up to a bound on attention's cost.
+    tokenizer = Tokenizer(args.filters)
+    longest = max((len(tokenizer.tokenize(c)) + 1 for c in set(train_lines)), default=1)
+    config = NuLogConfig(
+        epochs=args.epochs, seed=args.seed, k=args.k, filters=args.filters, num_samples=args.num_samples,
+        max_len=min(MAX_LEN_LIMIT, max(NuLogConfig.max_len, longest)),
+    )
     if not train_lines:
         log.error("%s holds no log lines", args.logfile)
         return 2
@@ -113,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=defaults.seed)
     t.add_argument("--k", type=int, default=defaults.k)
     t.add_argument("--filters", default=DEFAULT_FILTERS, help="token-splitting regex; matches are kept as tokens")
+    t.add_argument("--all-lines", action="store_true", help="train on repeated lines as often as they occur")
     common(t)
     t.set_defaults(func=cmd_train)
 

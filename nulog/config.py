@@ -18,7 +18,7 @@ class NuLogConfig:
     d_model: int = 256
     n_heads: int = 8
     n_layers: int = 1  # NuLog's default; with 1 layer all masked predictions of a line take one pass
-    d_ff: int = 1024
+    d_ff: int = 512
     dropout: float = 0.1
     max_len: int = 256  # positions the model sees, <CLS> included; longer lines are cut for prediction
     readout: str = "mask"  # "mask": predict from the masked position; "cls": from <CLS> as the paper does
@@ -30,13 +30,14 @@ class NuLogConfig:
     threshold: float = 0.7  # score below it -> Anomaly
     # training
     epochs: int = 5
-    batch_size: int = 32  # lines per optimisation step
+    batch_size: int = 16  # lines per optimisation step; steps are overhead-bound on CPU, so small is cheap
     lr: float = 1e-3
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     num_samples: int = 0  # > 0: train on this many lines drawn with replacement, rare lines weighted up
+    dedupe: bool = False  # an epoch visits each distinct line once; masked production logs repeat a lot
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -8,8 +8,10 @@ from nulog.data import encode
 from nulog.model import NuLog
 from nulog.tokenizer import Vocab, is_blank, is_variable
 
-# Lines per inference batch are capped by padded positions, so long lines do not blow up memory.
+# Lines per inference batch are capped by padded positions and by attention entries (B * H * T * T), so
+# long lines do not blow up memory.
 POSITIONS_PER_BATCH = 16384
+ATTENTION_PER_BATCH = 1 << 25
 
 
 def token_hits(
@@ -31,7 +33,8 @@ def token_hits(
             end = start + 1
             while end < len(order):
                 T_next = min(len(token_lists[order[end]]) + 1, max_len)
-                if (end - start + 1) * T_next > POSITIONS_PER_BATCH:
+                B = end - start + 1
+                if B * T_next > POSITIONS_PER_BATCH or B * model.config.n_heads * T_next**2 > ATTENTION_PER_BATCH:
                     break
                 end += 1
             rows = order[start:end]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from nulog.config import NuLogConfig
-from nulog.data import Encoded, encode, tokenize_unique
+from nulog.data import Corpus, tokenize_unique
 from nulog.model import NuLog
 from nulog.tokenizer import Tokenizer, Vocab, is_variable
 
@@ -107,18 +107,31 @@ def sample_weights(token_lists: list[list[str]], counts: list[int]) -> np.ndarra
     return w / w.sum()
 
 
-def make_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+# Attention entries (B * H * T * T) one training batch of long lines may hold.
+ATTENTION_PER_BATCH = 1 << 25
+
+
+def make_batches(
+    order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator, *, n_heads: int = 8
+) -> list[np.ndarray]:
     """Cut one epoch's shuffled rows into batches; outlier-long lines get batches of their own.
 
     Batches stay random (sorting every batch by length makes them near-uniform in content, which trains
-    markedly worse), but one 200-token line would pad a whole batch of 20-token lines tenfold.
+    markedly worse), but one 200-token line would pad a whole batch of 20-token lines tenfold. Batches of
+    long lines are also kept small enough for their attention matrices.
     """
     cut = max(32.0, 2.0 * float(np.percentile(lengths[order], 90)))
     is_long = lengths[order] > cut
     short, long = order[~is_long], order[is_long]
     long = long[np.argsort(lengths[long], kind="stable")]
     batches = [short[i : i + batch_size] for i in range(0, len(short), batch_size)]
-    batches += [long[i : i + batch_size] for i in range(0, len(long), batch_size)]
+    i = 0
+    while i < len(long):
+        j = i + 1
+        while j < len(long) and j - i < batch_size and (j - i + 1) * n_heads * lengths[long[j]] ** 2 <= ATTENTION_PER_BATCH:
+            j += 1
+        batches.append(long[i:j])
+        i = j
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -126,7 +139,8 @@ def _optimizer(model: NuLog, config: NuLogConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-9)
+    fused = {"fused": True} if next(model.parameters()).device.type in ("cpu", "cuda") else {}
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-9, **fused)
 
 
 def train(
@@ -152,7 +166,7 @@ def train(
     counts = np.bincount(np.asarray(where), minlength=len(unique))
     vocab = Vocab.build(token_lists)
     config = replace(config, vocab_size=len(vocab))
-    data: Encoded = encode(token_lists, vocab, max_len=config.max_len)
+    corpus = Corpus.build(token_lists, vocab, max_len=config.max_len)
     log.info("training on %d lines (%d unique), vocabulary of %d tokens", len(lines), len(unique), len(vocab))
 
     # Every epoch draws its lines as rows of the unique-line table.
@@ -160,7 +174,7 @@ def train(
         weights = sample_weights(token_lists, counts.tolist())
         per_epoch = config.num_samples
     else:
-        occurrences = np.repeat(np.arange(len(unique)), counts)
+        occurrences = np.arange(len(unique)) if config.dedupe else np.repeat(np.arange(len(unique)), counts)
         per_epoch = len(occurrences)
     plan: list[list[np.ndarray]] = []  # every epoch's batches, drawn up front so the step count is known
     for _ in range(config.epochs):
@@ -168,15 +182,15 @@ def train(
             order = rng.choice(len(unique), size=per_epoch, replace=True, p=weights)
         else:
             order = rng.permutation(occurrences)
-        plan.append(make_batches(order, data.lengths.numpy(), config.batch_size, rng))
+        plan.append(make_batches(order, corpus.lengths, config.batch_size, rng, n_heads=config.n_heads))
     total_steps = sum(len(batches) for batches in plan)
 
     model = NuLog(config).to(device)
     optimizer = _optimizer(model, config)
-    ids = data.ids.to(device)
-    targets = torch.where(data.targets, data.ids, torch.full_like(data.ids, -1)).to(device)
-    lengths = data.lengths.numpy()
-    target_counts = data.targets.sum(1).numpy()
+    target_counts = corpus.target_counts
+    # The whole plan goes to the device once; each step slices it there, so no step waits for a copy.
+    plan_rows = torch.from_numpy(np.concatenate([b for batches in plan for b in batches])).to(device)
+    corpus = corpus.to(device)
     use_cuda = device.type == "cuda"
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_cuda)
 
@@ -186,14 +200,15 @@ def train(
     loss_sum = torch.zeros((), device=device)  # this epoch's, read back only when reporting
     last_report = time.monotonic()
     final_loss = float("nan")
+    start = 0
     for epoch in range(1, config.epochs + 1):
         batches = plan[epoch - 1]
         loss_sum.zero_()
         for b, rows_np in enumerate(batches):
-            T = int(lengths[rows_np].max())
             masked_tokens += int(target_counts[rows_np].sum())
-            rows = torch.from_numpy(rows_np).to(device, non_blocking=True)
-            idx, tgt = ids[rows, :T], targets[rows, :T]
+            rows = plan_rows[start : start + len(rows_np)]
+            start += len(rows_np)
+            idx, tgt = corpus.batch(rows, int(corpus.lengths[rows_np].max()))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, config)
             with autocast:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -7,7 +8,7 @@ from nulog.config import NuLogConfig
 from nulog.data import encode
 from nulog.model import NuLog
 from nulog.tokenizer import Tokenizer, Vocab
-from nulog.train import learning_rate, sample_weights, train
+from nulog.train import learning_rate, make_batches, sample_weights, train
 
 from .conftest import small_config
 
@@ -99,3 +100,12 @@ def test_sampling_lifts_rare_line_shapes() -> None:
 def test_training_on_drawn_samples_takes_the_asked_number_of_lines(corpus: list[str]) -> None:
     result = train(corpus, small_config(num_samples=64, epochs=2, batch_size=16), device="cpu")
     assert result.steps == 2 * 4
+
+
+def test_outlier_long_lines_are_batched_apart_and_small() -> None:
+    lengths = np.array([10] * 100 + [500] * 6)
+    batches = make_batches(np.arange(106), lengths, 32, np.random.default_rng(0), n_heads=8)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(106))
+    for b in batches:
+        assert len(set(lengths[b].tolist())) == 1  # no 10-token line padded to 500
+        assert len(b) * 8 * int(lengths[b].max()) ** 2 <= (1 << 25) or len(b) == 1

@@ -1,0 +1,1 @@
+"""Benchmarks of the `nulog` package: speed on the HDFS sample and accuracy on four LogHub samples."""
