@@ -180,7 +180,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="run one training end to end on embedded defaults")
-    d.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
+    d.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
     d.add_argument("--timeout", type=float, default=170.0, help="give up after this many seconds")
     d.add_argument("--keep", action="store_true", help="keep the temporary directory and print its path")
     d.add_argument("--workdir", default=None, help="make the temporary directory inside this one")

@@ -50,7 +50,7 @@ class DemoFailed(Exception):
 class Demo:
     """The processes and files of one demo run."""
 
-    def __init__(self, root: Path, *, epochs: int, max_lines: int = 1500) -> None:
+    def __init__(self, root: Path, *, epochs: int, max_lines: int | None = None) -> None:
         self.root = root
         self.epochs = epochs
         self.max_lines = max_lines
@@ -82,7 +82,7 @@ class Demo:
             "TRAIN_EPOCHS": str(self.epochs),
             "TRAIN_DEVICE": "cpu",
             "HTTP_PORT": "0",
-            "TRAIN_MAX_LINES": str(self.max_lines),
+            **({"TRAIN_MAX_LINES": str(self.max_lines)} if self.max_lines else {}),
         }
         log_file = (self.root / "controller.log").open("ab")
         self.controller = subprocess.Popen(
@@ -225,7 +225,7 @@ class Demo:
         return list(picked.values())
 
 
-def run_demo(*, keep: bool = False, epochs: int = 2, timeout: float = 170.0, workdir: Path | None = None) -> int:
+def run_demo(*, keep: bool = False, epochs: int = 5, timeout: float = 170.0, workdir: Path | None = None) -> int:
     """Run the demo; returns the exit code."""
     started = time.monotonic()
     if workdir is not None:
