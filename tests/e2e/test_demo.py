@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,28 @@ def test_demo_trains_a_model_shows_templates_and_leaves_no_process(tmp_path: Pat
 
     assert processes_mentioning(str(tmp_path)) == []
     assert list(tmp_path.iterdir()) == []  # the demo removed its temporary directory
+
+
+def test_demo_interrupted_while_training_stops_everything_it_started(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training_controller", "demo", "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # As in a terminal: Ctrl-C raises KeyboardInterrupt (a background shell would have SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    seen = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if re.search(r"epoch \d+/\d+", line):  # the training process is running now
+            break
+    assert processes_mentioning(str(tmp_path)), "expected the demo's processes to be running"
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "demo interrupted; stopping everything it started" in rest
+    assert processes_mentioning(str(tmp_path)) == []
+    assert list(tmp_path.iterdir()) == []
