@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from moto.server import ThreadedMotoServer
 
 from training_controller.natsserver import NatsServer
 from training_controller.samples import write_sample_logs
@@ -38,3 +39,20 @@ def sample_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("logs")
     write_sample_logs(out, hours=1, end_ns=SAMPLE_END_NS, rate_per_s=2.0, seed=3)
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_url() -> Iterator[str]:
+    """A real S3 endpoint: moto's threaded server on a free loopback port, for the MinIO client."""
+    with pytest.MonkeyPatch.context() as mp:
+        # moto signs nothing itself, but boto-style code inside it looks for credentials and a region.
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        try:
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()

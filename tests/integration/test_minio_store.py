@@ -21,7 +21,6 @@ from pathlib import Path
 import boto3
 import pytest
 from minio import Minio
-from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 
 from training_controller.adapters.logs.files import FilesLogSource
@@ -39,22 +38,6 @@ from training_controller.core.queries import Interval, LogQuery
 MiB = 1024 * 1024
 ACCESS_KEY = "test-access-key"
 SECRET_KEY = "test-secret-key-that-must-not-leak"
-
-
-@pytest.fixture(scope="module")
-def s3_url() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        # moto signs nothing itself, but boto-style code inside it looks for credentials and a region.
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
 
 
 @pytest.fixture
