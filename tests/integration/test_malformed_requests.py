@@ -9,7 +9,6 @@ documents") instead of training.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -52,20 +51,8 @@ async def service(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Serv
         )
     )
     yield svc
-    await stop_service(svc)
+    await svc.stop()
 
-
-async def stop_service(svc: Service) -> None:
-    """Service.stop(), cancelling the service's tasks again while it hangs: a cancel that nats-py swallows
-    leaves stop() waiting forever (see test_a_service_stopped_right_after_start_stops)."""
-    stopping = asyncio.ensure_future(svc.stop())
-    await asyncio.wait([stopping], timeout=1)
-    while not stopping.done():
-        for task in svc._tasks:
-            task.cancel()
-        await asyncio.wait([stopping], timeout=1)
-    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-        stopping.result()
 
 
 def dumps(value: Any) -> bytes:

@@ -106,9 +106,13 @@ class LocalLauncher(Launcher):
         position = 0
         last_error = ""
         pending = b""
-        while True:
+
+        def poll(position: int) -> tuple[bool, bytes]:
             ended = exit_file.exists()  # look before reading, so no line written before the end is missed
-            chunk = await asyncio.to_thread(_read_from, events_log, position)
+            return ended, _read_from(events_log, position)
+
+        while True:
+            ended, chunk = await asyncio.to_thread(poll, position)
             position += len(chunk)
             pending += chunk
             *lines, pending = pending.split(b"\n")
@@ -121,19 +125,19 @@ class LocalLauncher(Launcher):
                 yield event
             if ended:
                 break
-            if not self._pid_alive(job_dir) and not exit_file.exists():
+            if not await asyncio.to_thread(lambda: self._pid_alive(job_dir) or exit_file.exists()):
                 # The wrapper died without recording an exit code (killed with the machine, or by hand).
                 yield LauncherEvent("finished", succeeded=False, message="the training process disappeared")
                 return
             await asyncio.sleep(POLL_SECONDS)
-        code = exit_file.read_text().strip()
+        code = (await asyncio.to_thread(exit_file.read_text)).strip()
         process = self._processes.pop(job_id, None)
         if process is not None:
             await process.wait()
         if code == "0":
             yield LauncherEvent("finished", succeeded=True, message="exit code 0")
         else:
-            reason = last_error or _tail(job_dir / "stderr.log") or "no output"
+            reason = last_error or await asyncio.to_thread(_tail, job_dir / "stderr.log") or "no output"
             yield LauncherEvent("finished", succeeded=False, message=f"exit code {code}: {reason}")
 
     def _pid_alive(self, job_dir: Path) -> bool:
