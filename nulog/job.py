@@ -11,48 +11,43 @@ directory first, and remote output is uploaded once all three files are written.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from nulog.config import NuLogConfig
+from nulog.protocol import (
+    ARTIFACT_FILES,
+    EXIT_DONE,
+    EXIT_FAILED,
+    EXIT_USAGE,
+    METRICS_FILE,
+    MODEL_FILE,
+    VOCAB_FILE,
+    DoneEvent,
+    ErrorEvent,
+    JobArgs,
+    ProgressEvent,
+    ProtocolError,
+    StageEvent,
+    encode_event,
+)
 
 log = logging.getLogger("nulog.job")
-
-FILES = ["nulog_model.pt", "vocab.txt", "metrics.json"]
 
 
 class UsageError(Exception):
     """Bad arguments or no usable input: exit code 2."""
 
 
-def emit(event: str, **fields: Any) -> None:
-    """Write one JSON event line to stdout and flush it."""
-    sys.stdout.write(json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n")
+def emit(event: StageEvent | ProgressEvent | DoneEvent | ErrorEvent) -> None:
+    """Write one event line to stdout and flush it."""
+    sys.stdout.write(encode_event(event) + "\n")
     sys.stdout.flush()
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"bad arguments: {message}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m nulog.job", description="Train a NuLog model for the training controller.")
-    p.add_argument("--job-id", required=True)
-    p.add_argument("--data", required=True, nargs="+", help="windows .jsonl[.gz], JSONL with `log`, or text")
-    p.add_argument("--output", required=True, help="directory for nulog_model.pt, vocab.txt, metrics.json")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--max-lines", type=int, default=None)
-    p.add_argument("--k", type=int, default=None)
-    return p
 
 
 def load_lines(paths: list[str], *, max_lines: int | None, seed: int) -> list[str]:
@@ -75,17 +70,11 @@ def load_lines(paths: list[str], *, max_lines: int | None, seed: int) -> list[st
     return lines
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: JobArgs) -> dict[str, Any]:
     """Load, train, save; returns the metrics."""
     # torch is imported only once the arguments are valid, so a bad call fails in milliseconds.
     from nulog.train import resolve_device
 
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError("--epochs must be at least 1")
-    if args.max_lines is not None and args.max_lines < 1:
-        raise UsageError("--max-lines must be at least 1")
-    if args.k is not None and args.k < 1:
-        raise UsageError("--k must be at least 1")
     try:
         device = resolve_device(args.device)
     except ValueError as e:
@@ -94,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return _run_in(Path(scratch), args, device)
 
 
-def _fetch_inputs(paths: list[str], scratch: Path) -> list[str]:
+def _fetch_inputs(paths: tuple[str, ...], scratch: Path) -> list[str]:
     """Local paths of the data: remote objects are downloaded into `scratch`."""
     from nulog import remote
 
@@ -112,7 +101,7 @@ def _fetch_inputs(paths: list[str], scratch: Path) -> list[str]:
     return local
 
 
-def _run_in(scratch: Path, args: argparse.Namespace, device: str) -> dict[str, Any]:
+def _run_in(scratch: Path, args: JobArgs, device: str) -> dict[str, Any]:
     from nulog import remote
     from nulog.checkpoint import save_checkpoint, write_vocab
     from nulog.train import Progress, train
@@ -120,7 +109,7 @@ def _run_in(scratch: Path, args: argparse.Namespace, device: str) -> dict[str, A
     out = scratch / "output" if remote.is_remote(args.output) else Path(args.output)
     t0 = time.monotonic()
 
-    emit("stage", stage="loading", message=f"reading {len(args.data)} data file(s)")
+    emit(StageEvent(stage="loading", message=f"reading {len(args.data)} data file(s)"))
     lines = load_lines(_fetch_inputs(args.data, scratch), max_lines=args.max_lines, seed=args.seed)
     log.info("job %s: %d log lines loaded", args.job_id, len(lines))
 
@@ -131,28 +120,28 @@ def _run_in(scratch: Path, args: argparse.Namespace, device: str) -> dict[str, A
         config.epochs = args.epochs
     if args.k is not None:
         config.k = args.k
-    emit("stage", stage="training", message=f"training on {len(lines)} lines, {config.epochs} epochs, {device}")
+    emit(StageEvent(stage="training", message=f"training on {len(lines)} lines, {config.epochs} epochs, {device}"))
 
     def progress(p: Progress) -> None:
         emit(
-            "progress",
-            stage="training",
-            epoch=p.epoch,
-            epochs=p.epochs,
-            step=p.step,
-            steps=p.steps,
-            loss=round(p.loss, 6),
-            percent=round(p.percent, 2),
-            elapsed_s=round(p.elapsed_s, 3),
-            eta_s=round(p.eta_s, 3),
+            ProgressEvent(
+                epoch=p.epoch,
+                epochs=p.epochs,
+                step=p.step,
+                steps=p.steps,
+                loss=round(p.loss, 6),
+                percent=round(min(100.0, p.percent), 2),
+                elapsed_s=round(p.elapsed_s, 3),
+                eta_s=round(max(0.0, p.eta_s), 3),
+            )
         )
 
     result = train(lines, config, device=device, on_progress=progress)
 
-    emit("stage", stage="saving", message=f"writing model files to {out}")
+    emit(StageEvent(stage="saving", message=f"writing model files to {out}"))
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "nulog_model.pt", result.model, result.vocab, step=result.steps)
-    write_vocab(out / "vocab.txt", result.vocab)
+    save_checkpoint(out / MODEL_FILE, result.model, result.vocab, step=result.steps)
+    write_vocab(out / VOCAB_FILE, result.vocab)
     metrics = {
         "job_id": args.job_id,
         "lines": result.lines,
@@ -168,9 +157,9 @@ def _run_in(scratch: Path, args: argparse.Namespace, device: str) -> dict[str, A
         "seed": args.seed,
         "k": result.config.k,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if remote.is_remote(args.output):
-        emit("stage", stage="saving", message=f"uploading model files to {args.output}")
+        emit(StageEvent(stage="saving", message=f"uploading model files to {args.output}"))
         remote.upload_dir(out, args.output)
     return metrics
 
@@ -178,18 +167,18 @@ def _run_in(scratch: Path, args: argparse.Namespace, device: str) -> dict[str, A
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        args = build_parser().parse_args(argv)
+        args = JobArgs.from_argv(sys.argv[1:] if argv is None else argv)
         metrics = run(args)
-    except UsageError as e:
+    except (UsageError, ProtocolError) as e:
         log.error("%s", e)
-        emit("error", message=str(e))
-        return 2
+        emit(ErrorEvent(message=str(e)))
+        return EXIT_USAGE
     except Exception as e:  # the contract: any failure becomes one error event and exit 1
         log.exception("training job failed")
-        emit("error", message=f"training failed: {type(e).__name__}: {e}")
-        return 1
-    emit("done", metrics=metrics, files=FILES)
-    return 0
+        emit(ErrorEvent(message=f"training failed: {type(e).__name__}: {e}"))
+        return EXIT_FAILED
+    emit(DoneEvent(metrics=metrics, files=ARTIFACT_FILES))
+    return EXIT_DONE
 
 
 if __name__ == "__main__":

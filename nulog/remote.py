@@ -3,10 +3,10 @@
 In a Kubernetes deployment the controller hands the job `s3://training-logs/<job>/windows.jsonl.gz` and
 `s3://opni-nulog-models/<job>`; with the local store it hands plain paths, and nothing here is used. The
 training image has neither the controller nor its settings, so this module imports only `minio` (with
-urllib3, its transport, for connection errors) and the standard library, and reads the endpoint and
-credentials from the variables Opni's deployments already set: `MINIO_SERVER_URL`, `MINIO_ACCESS_KEY`,
-`MINIO_SECRET_KEY`. TLS certificates are verified unless `MINIO_VERIFY_TLS=false` turns that off by name; a
-private CA is given with `SSL_CERT_FILE`, which the minio client reads. Uploads are multipart, part by part,
+urllib3, its transport, for connection errors) and the standard library, and reads the endpoint,
+credentials and TLS settings from the variables the controller hands every job (`nulog.objectstore`, the
+one MinIO client configuration of both): `MINIO_SERVER_URL`, `MINIO_ACCESS_KEY`, `MINIO_SECRET_KEY`,
+`MINIO_VERIFY_TLS` (certificates are verified unless it turns that off by name) and `MINIO_CA_FILE`. Uploads are multipart, part by part,
 so a large model never sits in memory whole.
 """
 
@@ -15,22 +15,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 
+from nulog.objectstore import MinioConfig, MinioConfigError
+
 SCHEME = "s3://"
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
-ENDPOINT_VAR, ACCESS_KEY_VAR, SECRET_KEY_VAR, VERIFY_TLS_VAR = (
-    "MINIO_SERVER_URL",
-    "MINIO_ACCESS_KEY",
-    "MINIO_SECRET_KEY",
-    "MINIO_VERIFY_TLS",
-)
-_FALSE = {"0", "false", "no", "off"}
-_TRUE = {"1", "true", "yes", "on", ""}
 
 
 class RemoteError(Exception):
@@ -57,28 +50,11 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 
 def client_from_env(env: Mapping[str, str] | None = None) -> Minio:
-    """A minio client for the endpoint and credentials in the environment (`os.environ` by default)."""
-    env = os.environ if env is None else env
-    missing = [name for name in (ENDPOINT_VAR, ACCESS_KEY_VAR, SECRET_KEY_VAR) if not env.get(name)]
-    if missing:
-        raise RemoteConfigError(f"cannot reach the object store: {', '.join(missing)} is not set")
-    parts = urlsplit(env[ENDPOINT_VAR].strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise RemoteConfigError(f"{ENDPOINT_VAR} must look like http://minio:9000 or https://host:port")
-    if parts.username is not None or parts.password is not None:
-        raise RemoteConfigError(
-            f"{ENDPOINT_VAR} must not hold credentials; set {ACCESS_KEY_VAR} and {SECRET_KEY_VAR}"
-        )
-    verify = env.get(VERIFY_TLS_VAR, "").strip().lower()
-    if verify not in _TRUE | _FALSE:
-        raise RemoteConfigError(f"{VERIFY_TLS_VAR} must be true or false")
-    return Minio(
-        parts.netloc,
-        access_key=env[ACCESS_KEY_VAR],
-        secret_key=env[SECRET_KEY_VAR],
-        secure=parts.scheme == "https",
-        cert_check=verify not in _FALSE,
-    )
+    """A minio client for the endpoint, keys and TLS settings in the environment (`os.environ` by default)."""
+    try:
+        return MinioConfig.from_env(os.environ if env is None else env).client()
+    except MinioConfigError as e:
+        raise RemoteConfigError(str(e)) from None
 
 
 def download(uri: str, dest_dir: Path | str, *, client: Minio | None = None) -> Path:

@@ -1,17 +1,25 @@
-"""Shared fixtures: a real nats-server with JetStream per test, sample logs, settings for the embedded adapters."""
+"""Shared fixtures: a real nats-server with JetStream per test, sample logs, a real S3 endpoint, the service
+started in-process with the embedded adapters (`start_service`), and one recorder of what the service
+announces on NATS (`Recorder`)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
 from moto.server import ThreadedMotoServer
 
+from training_controller.bootstrap import Adapters, Service
+from training_controller.config import Settings
+from training_controller.demo.samples import write_sample_logs
 from training_controller.natsserver import NatsServer
-from training_controller.samples import write_sample_logs
 
 # Every controller a test starts serves its HTTP surface on a free port, never on the fixed default.
 os.environ["HTTP_PORT"] = "0"
@@ -19,6 +27,36 @@ os.environ["HTTP_PORT"] = "0"
 # Sample logs span 2021-03-29 17:00-18:00 UTC.
 SAMPLE_END_NS = 1_617_040_800 * 10**9
 MINUTE_NS = 60 * 10**9
+
+StartService = Callable[..., Awaitable[Service]]
+
+
+def interval(minutes_before_end: int, length_minutes: int = 3) -> dict[str, int]:
+    """A `time_intervals` entry inside the sample logs."""
+    start = SAMPLE_END_NS - minutes_before_end * MINUTE_NS
+    return {"start_ts": start, "end_ts": start + length_minutes * MINUTE_NS}
+
+
+def train_payload(minutes_before_end: int = 30, length_minutes: int = 3) -> bytes:
+    """A valid `train` payload over a few minutes of the sample logs."""
+    body = {"model_to_train": "nulog", "time_intervals": [interval(minutes_before_end, length_minutes)]}
+    return json.dumps(body).encode()
+
+
+def base_settings(nats_url: str, root: Path, logs: Path, **overrides: Any) -> Settings:
+    """Settings of the embedded setup with a tiny CPU training; `overrides` use the variables' names."""
+    values: dict[str, Any] = {
+        "nats_server_url": nats_url,
+        "log_files_dir": logs,
+        "local_store_dir": root / "store",
+        "local_jobs_dir": root / "jobs",
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "train_epochs": 1,
+        "train_max_lines": 300,
+        "train_device": "cpu",
+    }
+    return Settings(**{**values, **overrides})
 
 
 @pytest.fixture
@@ -39,6 +77,127 @@ def sample_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("logs")
     write_sample_logs(out, hours=1, end_ns=SAMPLE_END_NS, rate_per_s=2.0, seed=3)
     return out
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    """An empty log directory: a `train` request queues a job that fails at once for lack of logs."""
+    d = tmp_path / "logs"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+async def start_service(nats_server: NatsServer, tmp_path: Path, log_dir: Path) -> AsyncIterator[StartService]:
+    """Start the service in-process: `await start_service(logs=..., adapters=..., **settings overrides)`.
+
+    Every service started is stopped at the end of the test.
+    """
+    started: list[Service] = []
+
+    async def start(*, logs: Path | None = None, adapters: Adapters | None = None, **overrides: Any) -> Service:
+        settings = base_settings(nats_server.url, tmp_path, logs or log_dir, **overrides)
+        service = await Service.start(settings, adapters=adapters)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        await service.stop()
+
+
+class Recorder:
+    """What the service announces on NATS, in arrival order: `(subject, payload)` pairs."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bytes]] = []
+        self._changed = asyncio.Event()
+        self._read: dict[str, int] = {}  # per subject, how many of its messages next() has handed out
+
+    async def on_message(self, msg: Any) -> None:
+        self.seen.append((msg.subject, msg.data))
+        self._changed.set()
+
+    def names(self) -> list[str]:
+        """JobStart / JobEnd by payload, every other announcement by subject."""
+        return [data.decode() if subject == "gpu_trainingjob_status" else subject for subject, data in self.seen]
+
+    def gpu(self) -> list[bytes]:
+        return [d for s, d in self.seen if s == "gpu_trainingjob_status"]
+
+    def payloads(self, subject: str) -> list[Any]:
+        return [json.loads(d) for s, d in self.seen if s == subject]
+
+    def ready_jobs(self) -> list[str]:
+        return [p["job_id"] for p in self.payloads("model_ready")]
+
+    async def wait_for(self, predicate: Callable[[Recorder], bool], *, timeout: float = 240, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out waiting for {what or predicate}; seen: {self.names()}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def _of(self, subject: str) -> list[bytes]:
+        return [d for s, d in self.seen if s == subject]
+
+    async def next(self, subject: str, timeout: float = 5.0) -> bytes:
+        """The next message of `subject` not handed out yet, waiting for it up to `timeout`."""
+        n = self._read.get(subject, 0)
+        await self.wait_for(lambda r: len(r._of(subject)) > n, timeout=timeout, what=f"a message on {subject}")
+        self._read[subject] = n + 1
+        return self._of(subject)[n]
+
+    async def next_json(self, subject: str, timeout: float = 5.0) -> Any:
+        return json.loads(await self.next(subject, timeout))
+
+    async def next_equal(self, subject: str, data: bytes, timeout: float) -> None:
+        """Skip messages of `subject` until one equals `data`."""
+        deadline = time.monotonic() + timeout
+        while await self.next(subject, max(0.01, deadline - time.monotonic())) != data:
+            pass
+
+    def drain(self, subject: str) -> list[bytes]:
+        """The messages of `subject` not handed out yet."""
+        n = self._read.get(subject, 0)
+        unread = self._of(subject)[n:]
+        self._read[subject] = n + len(unread)
+        return unread
+
+    async def wait_for_job_ends(self, count: int = 1, *, timeout: float = 240) -> None:
+        await self.wait_for(lambda r: r.gpu().count(b"JobEnd") >= count, timeout=timeout, what=f"{count} JobEnd")
+
+
+ANNOUNCEMENTS = ("gpu_trainingjob_status", "model_ready", "model_update")
+
+
+async def listen(nc: nats.NATS, subjects: tuple[str, ...] = ANNOUNCEMENTS) -> Recorder:
+    """A Recorder subscribed to `subjects` (the GPU and model announcements by default)."""
+    rec = Recorder()
+    for subject in subjects:
+        await nc.subscribe(subject, cb=rec.on_message)
+    await nc.flush()
+    return rec
+
+
+async def wait_until(predicate: Callable[[], Awaitable[object]], *, timeout: float, what: str, every: float = 0.25) -> None:
+    """Poll an async predicate until it holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def request_json(nc: nats.NATS, subject: str, payload: Any = b"", *, timeout: float = 10) -> Any:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return json.loads((await nc.request(subject, data, timeout=timeout)).data)
 
 
 @pytest.fixture(scope="session")

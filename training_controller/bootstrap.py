@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from training_controller.adapters.events.nats import NatsEvents
 from training_controller.adapters.launchers.local import LocalLauncher
@@ -13,9 +15,13 @@ from training_controller.adapters.logs.files import FilesLogSource
 from training_controller.adapters.state.nats_kv import NatsKVStateStore
 from training_controller.adapters.storage.local import LocalObjectStore
 from training_controller.bus import Bus
-from training_controller.config import Settings
-from training_controller.core.controller import ControllerOptions, TrainingController
-from training_controller.core.ports import Launcher, LogSource, ObjectStore
+from training_controller.config import LauncherSettings, LogSourceSettings, Settings, StoreSettings
+from training_controller.core.controller import TrainingController
+from training_controller.core.export import ExportResult, export_training_data
+from training_controller.core.ports import Events, Launcher, LogSource, ObjectStore, StateStore
+from training_controller.core.queries import LogQuery
+from training_controller.core.runner import Exporter
+from training_controller.core.supervisor import Supervisor
 from training_controller.handlers import TRAIN_CONSUMER, TRAIN_STREAM, Handlers
 from training_controller.http import HttpSurface, Metrics
 from training_controller.messages import Subjects
@@ -23,157 +29,201 @@ from training_controller.messages import Subjects
 log = logging.getLogger(__name__)
 
 
-def build_log_source(settings: Settings) -> LogSource:
-    if settings.log_source in ("elasticsearch", "opensearch"):
-        assert settings.es_endpoint is not None
+def build_log_source(settings: LogSourceSettings) -> LogSource:
+    if settings.kind in ("elasticsearch", "opensearch"):
+        es = settings.elasticsearch
+        assert es.endpoint is not None
         from training_controller.adapters.logs.elasticsearch import ElasticsearchLogSource
         from training_controller.adapters.logs.opensearch import OpenSearchLogSource
 
-        source = ElasticsearchLogSource if settings.log_source == "elasticsearch" else OpenSearchLogSource
+        source = ElasticsearchLogSource if settings.kind == "elasticsearch" else OpenSearchLogSource
         return source(
-            settings.es_endpoint,
-            username=settings.es_username,
-            password=settings.es_password,
-            api_key=settings.es_api_key,
-            ca_certs=str(settings.es_ca_certs) if settings.es_ca_certs else None,
-            verify_certs=settings.es_verify_certs,
-            index=settings.es_index,
-            timestamp_field=settings.es_timestamp_field,
-            timestamp_unit=settings.es_timestamp_unit,
-            keyword_suffix=settings.es_keyword_suffix,
-            page_size=settings.es_page_size,
+            es.endpoint,
+            username=es.username,
+            password=es.password,
+            api_key=es.api_key,
+            ca_certs=str(es.ca_certs) if es.ca_certs else None,
+            verify_certs=es.verify_certs,
+            index=es.index,
+            timestamp_field=es.timestamp_field,
+            timestamp_unit=es.timestamp_unit,
+            keyword_suffix=es.keyword_suffix,
+            page_size=es.page_size,
         )
-    assert settings.log_source == "files" and settings.log_files_dir is not None
-    return FilesLogSource(settings.log_files_dir)
+    assert settings.kind == "files" and settings.files_dir is not None
+    return FilesLogSource(settings.files_dir)
 
 
-def build_object_store(settings: Settings) -> ObjectStore:
-    if settings.object_store == "minio":
+def build_object_store(settings: StoreSettings) -> ObjectStore:
+    if settings.kind == "minio":
         from training_controller.adapters.storage.minio import MinioObjectStore
 
-        assert settings.minio_server_url and settings.minio_access_key and settings.minio_secret_key
-        return MinioObjectStore(
-            settings.minio_server_url,
-            access_key=settings.minio_access_key,
-            secret_key=settings.minio_secret_key,
-            verify_tls=settings.minio_verify_tls,
-            ca_file=settings.minio_ca_file,
+        return MinioObjectStore.from_config(settings.minio)
+    assert settings.kind == "local" and settings.local_dir is not None
+    settings.local_dir.mkdir(parents=True, exist_ok=True)
+    return LocalObjectStore(settings.local_dir)
+
+
+def build_launcher(settings: LauncherSettings, store: StoreSettings, *, jobs_dir: Path | None = None) -> Launcher:
+    if settings.kind == "kubernetes":
+        from training_controller.adapters.launchers.kubernetes import KubernetesLauncher
+
+        return KubernetesLauncher.from_environment(settings.kubernetes, minio=store.minio)
+    assert settings.kind == "local" and jobs_dir is not None
+    minio = store.minio if store.kind == "minio" else None
+    return LocalLauncher(jobs_dir, minio=minio, cancel_grace_seconds=settings.cancel_grace_seconds)
+
+
+class SourceExporter:
+    """The export in the controller's process: from a log source into an object store."""
+
+    def __init__(self, source: LogSource, store: ObjectStore) -> None:
+        self._source = source
+        self._store = store
+
+    async def export(self, query: LogQuery, *, job_id: str, bucket: str, window_seconds: int) -> ExportResult:
+        return await export_training_data(
+            query, job_id=job_id, source=self._source, store=self._store, bucket=bucket, window_seconds=window_seconds
         )
-    assert settings.object_store == "local" and settings.local_store_dir is not None
-    settings.local_store_dir.mkdir(parents=True, exist_ok=True)
-    return LocalObjectStore(settings.local_store_dir)
 
 
-def build_launcher(settings: Settings) -> Launcher:
-    if settings.launcher == "kubernetes":
-        from training_controller.adapters.launchers.kubernetes import (
-            KubernetesJobSettings,
-            KubernetesLauncher,
-        )
+@dataclass(frozen=True)
+class Adapters:
+    """The ports of one service; each one left None is built from Settings (tests give their own)."""
 
-        assert settings.nulog_train_image_name is not None
-        return KubernetesLauncher.from_environment(
-            namespace=settings.job_namespace,
-            image_name=settings.nulog_train_image_name,
-            image_tag=settings.nulog_train_image_tag,
-            settings=KubernetesJobSettings(
-                gpu_resource=settings.train_gpu_resource,
-                gpu_count=settings.train_gpu_count,
-                backoff_limit=settings.train_backoff_limit,
-                active_deadline_seconds=settings.train_active_deadline_seconds,
-                ttl_seconds_after_finished=settings.train_ttl_seconds_after_finished,
-                service_account=settings.train_service_account,
-                credentials_secret=settings.credentials_secret_name,
-                minio_server_url=settings.minio_server_url,
-            ),
-        )
-    assert settings.launcher == "local"
-    return LocalLauncher(settings.jobs_dir())
+    source: LogSource | None = None
+    store: ObjectStore | None = None
+    launcher: Launcher | None = None
+    state: StateStore | None = None
+    events: Events | None = None
+    exporter: Exporter | None = None
 
 
-def controller_options(settings: Settings) -> ControllerOptions:
-    return ControllerOptions(
-        models_bucket=settings.s3_bucket,
-        training_bucket=settings.training_bucket,
-        window_seconds=settings.window_seconds,
-        max_documents=settings.max_documents,
-        epochs=settings.train_epochs,
-        seed=settings.train_seed,
-        max_lines=settings.train_max_lines,
-        device=settings.train_device,
-        gpu_reset_seconds=settings.gpu_training_reset_time,
-        workload_lookback_seconds=settings.workload_lookback_seconds,
-    )
+class ServiceProbes:
+    """What /healthz and /readyz check: the supervised tasks, the worker, NATS and the backends."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def liveness(self) -> list[str]:
+        s = self._service
+        problems = s.supervisor.problems()
+        worker = s.controller.worker_status()
+        bound = s.settings.health.worker_stall_seconds
+        if worker.job_id is not None and worker.seconds_since_progress > bound:
+            problems.append(
+                f"the worker has made no progress on job {worker.job_id} ({worker.phase}) for "
+                f"{worker.seconds_since_progress:.0f}s (bound {bound:.0f}s)"
+            )
+        return problems
+
+    async def readiness(self) -> dict[str, bool]:
+        s = self._service
+        checks: dict[str, bool] = {"nats": s.bus.connected}
+        checks.update({name: task.running for name, task in s.supervisor.health.items()})
+        backends = s.controller.backends()
+        answers = await asyncio.gather(*(_probe(name, ping) for name, ping in backends.items()))
+        checks.update(zip(backends, answers, strict=True))
+        return checks
+
+    async def snapshot(self):  # -> (records, gpu busy), for the metrics
+        return await self._service.controller.metrics_snapshot()
+
+
+READY_CHECK_SECONDS = 5.0
+
+
+async def _probe(name: str, ping: Callable[[], Awaitable[bool]]) -> bool:
+    """A backend's readiness: its ping within READY_CHECK_SECONDS; a probe reports, it never raises."""
+    try:
+        return bool(await asyncio.wait_for(ping(), READY_CHECK_SECONDS))
+    except Exception as e:  # a failing backend is an answer (False), not an error of the probe
+        log.warning("readiness check %s failed: %s", name, e)
+        return False
 
 
 class Service:
-    """The running controller: a NATS connection, the routes it serves, the train stream's consumer, and the
-    training worker."""
+    """The running controller: a NATS connection, the routes it serves, and its supervised tasks (the train
+    stream's consumer and the training worker)."""
 
-    def __init__(self, bus: Bus, controller: TrainingController) -> None:
+    def __init__(self, settings: Settings, bus: Bus, controller: TrainingController, adapters: Adapters) -> None:
+        self.settings = settings
         self.bus = bus
         self.controller = controller
+        self.adapters = adapters
+        self.supervisor = Supervisor(settings.health)
         self.metrics = Metrics()
-        self.http = HttpSurface(self, self.metrics)
-        self._tasks: list[asyncio.Task] = []
+        self.http = HttpSurface(ServiceProbes(self), self.metrics)
 
     @classmethod
-    async def start(cls, settings: Settings, *, launcher: Launcher | None = None) -> Service:
-        """Connect and serve; `launcher` replaces the one Settings selects (tests use a crashing one)."""
-        bus = await Bus.connect(settings.nats_server_url)
+    async def start(cls, settings: Settings, *, adapters: Adapters | None = None) -> Service:
+        """Connect and serve; every port that `adapters` does not give is built from `settings`."""
+        bus = await Bus.connect(settings.nats)
         instance = uuid.uuid4().hex
+        given = adapters or Adapters()
         try:
-            controller = TrainingController(
-                source=build_log_source(settings),
-                store=build_object_store(settings),
-                launcher=launcher or build_launcher(settings),
-                state=await NatsKVStateStore.open(bus),
-                events=NatsEvents(bus, instance=instance),
-                options=controller_options(settings),
+            source = given.source or build_log_source(settings.logs)
+            store = given.store or build_object_store(settings.store)
+            ports = Adapters(
+                source=source,
+                store=store,
+                launcher=given.launcher or build_launcher(settings.launch, settings.store, jobs_dir=settings.jobs_dir()),
+                state=given.state or await NatsKVStateStore.open(bus),
+                events=given.events or NatsEvents(bus, instance=instance),
+                exporter=given.exporter or SourceExporter(source, store),
             )
+            controller = TrainingController(
+                source=ports.source,
+                store=ports.store,
+                launcher=ports.launcher,
+                state=ports.state,
+                events=ports.events,
+                exporter=ports.exporter,
+                training=settings.training,
+                buckets=settings.store,
+            )
+            # The GPU claims of a previous controller are held again before any request is answered.
             await controller.load()
         except BaseException:
             await bus.close()
             raise
-        service = cls(bus, controller)
+        service = cls(settings, bus, controller, ports)
         try:
-            await service._serve(settings, Handlers(controller, instance=instance))
+            await service._serve(Handlers(controller, instance=instance))
         except BaseException:
             await service.stop()
             raise
         log.info(
             "training controller ready: logs=%s store=%s launcher=%s",
-            controller.source.name,
-            controller.store.name,
-            controller.launcher.name,
+            ports.source.name, ports.store.name, ports.launcher.name,  # type: ignore[union-attr]
         )
         return service
 
-    async def _serve(self, settings: Settings, handlers: Handlers) -> None:
+    async def _serve(self, handlers: Handlers) -> None:
         self.bus.observe = lambda subject, seconds: self.metrics.request_seconds.labels(subject=subject).observe(seconds)
         for route in handlers.routes():
             await self.bus.serve(route)
         await self.bus.ensure_stream(TRAIN_STREAM, [Subjects.TRAIN])
-        self._tasks = [
-            asyncio.create_task(self.controller.run(), name="training-worker"),
-            asyncio.create_task(
-                self.bus.consume(TRAIN_STREAM, Subjects.TRAIN, TRAIN_CONSUMER, handlers.train_from_stream),
-                name="train-stream-consumer",
-            ),
-        ]
-        await self.http.start(host=settings.http_host, port=settings.http_port)
+        self.supervisor.start("training-worker", self.controller.run)
+        self.supervisor.start(
+            "train-stream-consumer",
+            lambda: self.bus.consume(TRAIN_STREAM, Subjects.TRAIN, TRAIN_CONSUMER, handlers.train_from_stream),
+        )
+        await self.http.start(host=self.settings.http.host, port=self.settings.http.port)
 
     async def stop(self) -> None:
+        """Stop serving and release every port; raises, after all is released, what a task ended with."""
         await self.http.stop()
-        for task in self._tasks:
-            # nats-py may swallow a cancellation that lands inside one of its own awaits (a flush), so ask
-            # again until the task has really ended.
-            for _ in range(100):
-                if task.done():
-                    break
-                task.cancel()
-                await asyncio.wait({task}, timeout=0.1)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, timeout=1)
-        await self.controller.source.close()
+        errors = await self.supervisor.stop()
+        ports = self.adapters
+        for name, port in (("log source", ports.source), ("object store", ports.store), ("launcher", ports.launcher)):
+            try:
+                await port.close()  # type: ignore[union-attr]
+            except Exception as e:  # the others are closed all the same; the error is raised at the end
+                log.error("closing the %s failed", name, exc_info=e)
+                errors.append(e)
         await self.bus.close()
+        if errors:
+            raise ExceptionGroup("the service did not stop cleanly", errors)
+
+

@@ -1,20 +1,27 @@
-"""The thin layer over nats-py: connect, serve subjects, publish, and JetStream key-value buckets.
+"""The thin layer over nats-py: connect, serve subjects, publish, consume a stream, key-value buckets.
 
 A route names a subject, the pydantic model of its payload and a handler. The bus decodes and validates
 each message, calls the handler, and replies when the message has a reply subject. Whatever goes wrong, a
 requester gets an answer: an `ErrorReply` that says what (bad payload, unknown job, internal error), and
 the subscription goes on serving.
+
+NATS's own failures stop here too: a timeout, a lost connection or a JetStream that is not available (yet)
+become `StateUnavailable` / `EventsUnavailable`, temporary errors the core knows how to retry.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import nats
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, StreamConfig
@@ -22,13 +29,48 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from training_controller.core.errors import ControllerError
+from training_controller.config import NatsSettings
+from training_controller.core.errors import (
+    ControllerError,
+    EventsUnavailable,
+    StateUnavailable,
+    TemporaryError,
+)
 from training_controller.messages import ErrorReply, PayloadError, decode, encode
 
 log = logging.getLogger(__name__)
 
 Reply = BaseModel | dict[str, Any] | list[Any] | str | bytes | None
 Handler = Callable[[Any, Msg], Awaitable[Reply]]
+
+# What nats-py raises when the server is away, paused, restarting or its JetStream not ready: all pass.
+NATS_TEMPORARY: tuple[type[BaseException], ...] = (
+    TimeoutError,  # nats.errors.TimeoutError and asyncio's are both this on Python 3.11
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.ServerError,
+    nats.js.errors.NoStreamResponseError,
+    ConnectionError,
+)
+# The train stream's consumer: how long a delivered message may stay unacked, and how often a message whose
+# handling keeps failing (not for a temporary reason) is tried before it is given up, loudly.
+ACK_WAIT_SECONDS = 30.0
+MAX_DELIVER = 50
+# Every this many idle seconds the consumer checks that its durable consumer still exists.
+CONSUMER_CHECK_SECONDS = 30.0
+
+
+@contextlib.contextmanager
+def translated(error: type[TemporaryError], what: str) -> Iterator[None]:
+    """Turn NATS's temporary failures inside the block into `error` (StateUnavailable, EventsUnavailable)."""
+    try:
+        yield
+    except NATS_TEMPORARY as e:
+        raise error(f"{what}: NATS did not answer ({type(e).__name__}: {e})", delay=0.5) from e
 
 
 @dataclass(frozen=True)
@@ -45,15 +87,19 @@ class Route:
 class Bus:
     """A NATS connection with the service's conventions."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, settings: NatsSettings) -> None:
         self.nc = nc
-        self.js = nc.jetstream()
+        self.settings = settings
+        self.js = nc.jetstream(timeout=settings.request_timeout_seconds)
         self._subscriptions: list[Any] = []
         # Called with (subject, seconds) after each request is answered; the service hangs its metrics here.
         self.observe: Callable[[str, float], None] = lambda subject, seconds: None
+        self.reconnects = 0
 
     @classmethod
-    async def connect(cls, url: str, *, name: str = "training-controller") -> Bus:
+    async def connect(cls, settings: NatsSettings, *, name: str = "training-controller") -> Bus:
+        holder: list[Bus] = []
+
         async def on_error(e: Exception) -> None:
             log.warning("NATS connection problem: %s", e)
 
@@ -62,9 +108,11 @@ class Bus:
 
         async def on_reconnect() -> None:
             log.info("reconnected to NATS")
+            if holder:
+                holder[0].reconnects += 1
 
         nc = await nats.connect(
-            servers=[url],
+            servers=[settings.url],
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
@@ -72,7 +120,9 @@ class Bus:
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
         )
-        return cls(nc)
+        bus = cls(nc, settings)
+        holder.append(bus)
+        return bus
 
     @property
     def connected(self) -> bool:
@@ -87,7 +137,10 @@ class Bus:
             started = time.perf_counter()
             reply = await self._handle(route, msg)
             if msg.reply and reply is not None:
-                await self.nc.publish(msg.reply, encode(reply))
+                try:
+                    await self.nc.publish(msg.reply, encode(reply))
+                except NATS_TEMPORARY as e:  # the requester times out and may ask again; nothing to undo
+                    log.warning("could not answer a %s request: %s", route.subject, e)
                 self.observe(route.subject, time.perf_counter() - started)
 
         sub = await self.nc.subscribe(route.subject, queue=route.queue, cb=on_message)
@@ -110,7 +163,9 @@ class Bus:
     async def publish(
         self, subject: str, payload: BaseModel | dict[str, Any] | str | bytes, *, headers: dict[str, str] | None = None
     ) -> None:
-        await self.nc.publish(subject, encode(payload), headers=headers)
+        """Hand a message to NATS (buffered by the client while it reconnects); raises EventsUnavailable."""
+        with translated(EventsUnavailable, f"publishing on {subject}"):
+            await self.nc.publish(subject, encode(payload), headers=headers)
 
     async def ensure_stream(self, name: str, subjects: list[str]) -> None:
         """A JetStream stream capturing `subjects`, created if missing.
@@ -128,45 +183,105 @@ class Bus:
     async def consume(
         self, stream: str, subject: str, durable: str, handler: Callable[[Msg], Awaitable[None]], *, batch: int = 10
     ) -> None:
-        """Deliver the stream's messages to `handler` through a durable pull consumer, forever.
+        """Deliver the stream's messages to `handler` through a durable pull consumer, until the connection
+        is closed.
 
-        The handler acks; a message it neither acks nor terms is delivered again after the ack wait, also to a
-        restarted controller.
+        Nothing that a fetch can raise ends the loop: a timeout (of either kind) is an idle stream; a lost
+        connection is waited out; a consumer or stream that disappeared (a NATS server that restarted
+        without its store, someone who deleted it) is created again. The handler acks; a message it neither
+        acks nor terms is delivered again after the ack wait, also to a restarted controller.
         """
-        # A message whose handling keeps failing is dropped after a few tries rather than retried forever.
-        config = ConsumerConfig(ack_wait=30.0, max_deliver=5)
-        sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
-        self._subscriptions.append(sub)
-        while True:
+        config = ConsumerConfig(ack_wait=ACK_WAIT_SECONDS, max_deliver=MAX_DELIVER)
+        sub = None
+        last_check = time.monotonic()
+        failures = 0
+        while not self.nc.is_closed:
             try:
-                messages = await sub.fetch(batch, timeout=5)
-            except nats.errors.TimeoutError:
+                if sub is None:
+                    await self.ensure_stream(stream, [subject])
+                    sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+                    log.info("consuming stream %s with durable consumer %s", stream, durable)
+                    last_check = time.monotonic()
+                messages = await sub.fetch(batch, timeout=self.settings.fetch_timeout_seconds)
+                failures = 0
+            except TimeoutError:
+                # An idle stream. Now and then make sure the durable consumer is still there to pull from.
+                if time.monotonic() - last_check >= CONSUMER_CHECK_SECONDS and sub is not None:
+                    last_check = time.monotonic()
+                    sub = await self._check_consumer(sub, stream, durable)
                 continue
-            except nats.errors.ConnectionClosedError:
-                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # whatever it is, log it and pull again after a pause
+                if self.nc.is_closed:
+                    return
+                failures += 1
+                wait = min(10.0, 0.5 * 2 ** min(failures, 5))
+                log.warning("pulling from stream %s failed (%s: %s); again in %.1fs", stream, type(e).__name__, e, wait)
+                if isinstance(e, NotFoundError | nats.js.errors.BadRequestError):
+                    sub = await self._drop(sub)
+                await asyncio.sleep(wait)
+                continue
             for msg in messages:
-                try:
-                    await handler(msg)
-                except Exception:  # the message stays unacked and comes back; the consumer goes on
-                    log.exception("handling a message of stream %s failed; it will be delivered again", stream)
+                await self._deliver(stream, handler, msg)
 
-    async def key_value(self, bucket: str, *, history: int = 1) -> KeyValue:
+    async def _check_consumer(self, sub: Any, stream: str, durable: str) -> Any:
+        try:
+            await self.js.consumer_info(stream, durable)
+        except NotFoundError:
+            log.warning("the durable consumer %s of stream %s is gone; creating it again", durable, stream)
+            return await self._drop(sub)
+        except NATS_TEMPORARY as e:
+            log.debug("could not check consumer %s: %s", durable, e)
+        return sub
+
+    async def _drop(self, sub: Any) -> None:
+        if sub is not None:
+            with contextlib.suppress(Exception):  # the subscription is being replaced; its end is no news
+                await sub.unsubscribe()
+        return None
+
+    async def _deliver(self, stream: str, handler: Callable[[Msg], Awaitable[None]], msg: Msg) -> None:
+        try:
+            await handler(msg)
+        except TemporaryError as e:
+            log.warning("message #%s of stream %s could not be handled now (%s); it comes back", _seq(msg), stream, e)
+            with contextlib.suppress(*NATS_TEMPORARY, nats.errors.MsgAlreadyAckdError):
+                await msg.nak(delay=2.0)
+        except Exception:
+            delivered = msg.metadata.num_delivered if msg.metadata else 0
+            if delivered >= MAX_DELIVER:
+                log.exception(
+                    "giving up on message #%s of stream %s after %d deliveries: %s",
+                    _seq(msg), stream, delivered, _clip(msg.data.decode(errors="replace"), 500),
+                )
+                with contextlib.suppress(*NATS_TEMPORARY, nats.errors.MsgAlreadyAckdError):
+                    await msg.term()
+            else:  # the message stays unacked and comes back after the ack wait
+                log.exception("handling message #%s of stream %s failed; it will be delivered again", _seq(msg), stream)
+
+    async def key_value(self, bucket: str, *, history: int = 1, description: str | None = None) -> KeyValue:
         """A JetStream key-value bucket, created if missing."""
         try:
             return await self.js.key_value(bucket)
         except BucketNotFoundError:
-            return await self.js.create_key_value(bucket=bucket, history=history)
+            return await self.js.create_key_value(bucket=bucket, history=history, description=description)
 
     async def close(self) -> None:
         for sub in self._subscriptions:
-            try:
+            with contextlib.suppress(Exception):  # closing anyway; the connection goes next
                 await sub.unsubscribe()
-            except Exception:  # closing anyway
-                pass
         if not self.nc.is_closed:
             # close, not drain: the handlers are done by now, and draining a pull subscription waits out
             # the drain timeout.
             await self.nc.close()
+
+
+def _seq(msg: Msg) -> int | str:
+    try:
+        return msg.metadata.sequence.stream
+    except Exception:  # a message without JetStream metadata; only used for logging
+        return "?"
 
 
 MAX_ERROR_CHARS = 4_000
@@ -175,3 +290,6 @@ MAX_ERROR_CHARS = 4_000
 def _clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """An error text short enough for any reply, however large the request that caused it."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+__all__ = ["Bus", "NATS_TEMPORARY", "Route", "StateUnavailable", "translated"]

@@ -45,25 +45,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve(settings))
     except OSError as e:  # nats-py raises OSError subclasses when no server answers
-        print(f"training-controller: cannot connect to NATS at {settings.nats_server_url}: {e}", file=sys.stderr)
+        print(f"training-controller: cannot connect to NATS at {settings.nats.url}: {e}", file=sys.stderr)
         return 1
     except Exception as e:
         if type(e).__name__ == "NoServersError":
-            print(f"training-controller: cannot connect to NATS at {settings.nats_server_url}", file=sys.stderr)
+            print(f"training-controller: cannot connect to NATS at {settings.nats.url}", file=sys.stderr)
             return 1
         raise
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from training_controller.demo import run_demo
+    from training_controller.demo.run import run_demo
 
     workdir = Path(args.workdir) if args.workdir else None
     return run_demo(keep=args.keep, epochs=args.epochs, timeout=args.timeout, workdir=workdir)
 
 
 def cmd_sample_logs(args: argparse.Namespace) -> int:
-    from training_controller.samples import write_sample_logs
+    from training_controller.demo.samples import write_sample_logs
 
     if args.hours <= 0:
         print("training-controller: --hours must be positive", file=sys.stderr)

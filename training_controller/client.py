@@ -14,7 +14,8 @@ from typing import Any, TextIO
 
 import nats
 
-from training_controller.messages import Subjects
+from nulog.protocol import ProgressEvent
+from training_controller.messages import LineLog, PhaseLog, Subjects, TrainerLog, parse_job_log
 
 FINAL = {"succeeded", "failed", "cancelled"}
 
@@ -64,13 +65,12 @@ async def _connect(url: str) -> nats.NATS:
         raise ClientError(f"cannot connect to NATS at {url}: {e}") from None
 
 
-def progress_bar(event: dict[str, Any], *, width: int = 30) -> str:
+def progress_bar(p: ProgressEvent, *, width: int = 30) -> str:
     """`[#########.....]  45.0%  epoch 2/3  loss 0.4123  eta 12s` for one progress event."""
-    percent = max(0.0, min(100.0, float(event.get("percent", 0))))
-    filled = int(width * percent / 100)
+    filled = int(width * p.percent / 100)
     return (
-        f"[{'#' * filled}{'.' * (width - filled)}] {percent:5.1f}%  epoch {event.get('epoch')}/{event.get('epochs')}"
-        f"  loss {float(event.get('loss', 0)):.4f}  eta {float(event.get('eta_s', 0)):.0f}s"
+        f"[{'#' * filled}{'.' * (width - filled)}] {p.percent:5.1f}%  epoch {p.epoch}/{p.epochs}"
+        f"  loss {p.loss:.4f}  eta {p.eta_s:.0f}s"
     )
 
 
@@ -83,7 +83,7 @@ def describe_job(record: dict[str, Any]) -> str:
         if record.get(key) is not None:
             lines.append(f"  {key}: {record[key]}")
     if record.get("progress"):
-        lines.append("  progress: " + progress_bar(record["progress"]))
+        lines.append("  progress: " + progress_bar(ProgressEvent.model_validate(record["progress"])))
     if record.get("artifacts"):
         lines.append(f"  model: {record['artifacts'].get('bucket')}/{record['artifacts'].get('model')}")
     return "\n".join(lines)
@@ -111,15 +111,15 @@ async def follow_logs(url: str, job_id: str, *, out: TextIO = sys.stdout) -> str
                     print(describe_job(record), file=out)
                     return record["phase"]
                 continue
-            event = json.loads(msg.data)
-            if event.get("kind") == "phase":
-                print(("\n" if tty else "") + f"{event['phase']}: {event.get('message', '')}", file=out, flush=True)
-                if event["phase"] in FINAL:
-                    return event["phase"]
-            elif event.get("event") == "progress":
-                bar = progress_bar(event)
+            update = parse_job_log(msg.data)
+            if isinstance(update, PhaseLog):
+                print(("\n" if tty else "") + f"{update.phase.value}: {update.message}", file=out, flush=True)
+                if update.phase.value in FINAL:
+                    return update.phase.value
+            elif isinstance(update, TrainerLog) and isinstance(update.event, ProgressEvent):
+                bar = progress_bar(update.event)
                 print("\r" + bar if tty else bar, end="" if tty else "\n", file=out, flush=True)
-            elif event.get("kind") == "log":
-                print(("\n" if tty else "") + event.get("line", ""), file=out, flush=True)
+            elif isinstance(update, LineLog):
+                print(("\n" if tty else "") + update.line, file=out, flush=True)
     finally:
         await nc.close()

@@ -1,20 +1,240 @@
 """The service's settings: the only place where environment variables are read.
 
-Names are those Opni's deployments already use (`NATS_SERVER_URL`, `ES_ENDPOINT`, `MINIO_SERVER_URL`, ...),
-plus the selectors `LOG_SOURCE`, `OBJECT_STORE` and `LAUNCHER`. `load_settings` reports every problem at
-once, naming the variables, and never echoes a value (a value may be a secret).
+One section per component (`nats`, `logs`, `store`, `launch`, `training`, `http`, `health`), each a frozen
+model whose fields keep the variable names Opni's deployments already use (`NATS_SERVER_URL`, `ES_ENDPOINT`,
+`MINIO_SERVER_URL`, ...) as aliases; the defaults live here, once. Adapters take their section. The MinIO
+section is `nulog.objectstore.MinioConfig`, the same configuration the training job reads back.
+
+`Settings(...)` takes either sections or the flat variable names in lower case (`nats_server_url=...`), as
+tests like to write them; `load_settings` reads the environment and reports every problem at once, naming
+the variables, and never echoes a value (a value may be a secret).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-# Which settings each selected adapter needs.
+from nulog.objectstore import MinioConfig
+
+
+class ConfigError(Exception):
+    """The environment does not make a usable configuration; the message names every problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+
+class NatsSettings(_Section):
+    """The NATS connection and the train stream's consumer."""
+
+    url: str = Field(alias="nats_server_url", min_length=1, description="NATS server, e.g. nats://nats:4222.")
+    fetch_timeout_seconds: float = Field(
+        default=5.0, alias="nats_fetch_timeout_seconds", gt=0, le=300,
+        description="How long one pull of the train stream waits for messages before pulling again.",
+    )
+    request_timeout_seconds: float = Field(
+        default=5.0, alias="nats_request_timeout_seconds", gt=0, le=120,
+        description="How long a JetStream request (a key-value write) waits for its answer.",
+    )
+
+
+class ElasticsearchSettings(_Section):
+    """An Elasticsearch or OpenSearch cluster and its `logs` index."""
+
+    endpoint: str | None = Field(default=None, alias="es_endpoint", description="Elasticsearch/OpenSearch URL.")
+    username: str | None = Field(default=None, alias="es_username")
+    password: SecretStr | None = Field(default=None, alias="es_password")
+    api_key: SecretStr | None = Field(default=None, alias="es_api_key", description="API key instead of a password.")
+    ca_certs: Path | None = Field(default=None, alias="es_ca_certs", description="CA bundle of the cluster.")
+    verify_certs: bool = Field(default=True, alias="es_verify_certs", description="TLS verification; off only by name.")
+    index: str = Field(default="logs", alias="es_index", min_length=1)
+    timestamp_field: str = Field(default="timestamp", alias="es_timestamp_field", min_length=1)
+    timestamp_unit: Literal["ns", "ms", "s", "iso"] = Field(default="ns", alias="es_timestamp_unit")
+    keyword_suffix: str = Field(default="", alias="es_keyword_suffix", description="Suffix of exact-value fields.")
+    page_size: int = Field(default=1000, alias="es_page_size", ge=10, le=10_000)
+
+
+class LogSourceSettings(_Section):
+    """Where the training data comes from."""
+
+    kind: Literal["files", "elasticsearch", "opensearch"] = Field(default="files", alias="log_source")
+    files_dir: Path | None = Field(default=None, alias="log_files_dir", description="files: directory of JSONL documents.")
+    elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
+
+
+class StoreSettings(_Section):
+    """Where training data and models are kept."""
+
+    kind: Literal["local", "minio"] = Field(default="local", alias="object_store")
+    local_dir: Path | None = Field(default=None, alias="local_store_dir", description="local: root of the buckets.")
+    minio: MinioConfig = Field(default_factory=MinioConfig)
+    models_bucket: str = Field(default="opni-nulog-models", alias="s3_bucket", min_length=3)
+    training_bucket: str = Field(default="training-logs", alias="training_bucket", min_length=3)
+
+
+class KubernetesSettings(_Section):
+    """The training Job on Kubernetes, and how long the launcher waits on the API."""
+
+    image_name: str | None = Field(default=None, alias="nulog_train_image_name", description="Image, without the tag.")
+    image_tag: str = Field(default="latest", alias="nulog_train_image_tag")
+    namespace: str = Field(default="default", alias="job_namespace")
+    gpu_resource: str = Field(default="nvidia.com/gpu", alias="train_gpu_resource")
+    gpu_count: int = Field(default=1, alias="train_gpu_count", ge=0, le=64, description="GPUs per Job; 0 for none.")
+    backoff_limit: int = Field(default=2, alias="train_backoff_limit", ge=0, le=20)
+    active_deadline_seconds: int = Field(default=21_600, alias="train_active_deadline_seconds", ge=60)
+    ttl_seconds_after_finished: int = Field(default=86_400, alias="train_ttl_seconds_after_finished", ge=0)
+    service_account: str | None = Field(default=None, alias="train_service_account")
+    credentials_secret: str | None = Field(
+        default="training-controller", alias="credentials_secret_name", description="Secret with the MinIO keys."
+    )
+    access_key_key: str = Field(default="MINIO_ACCESS_KEY", alias="credentials_access_key_key")
+    secret_key_key: str = Field(default="MINIO_SECRET_KEY", alias="credentials_secret_key_key")
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="train_node_selector")
+    tolerations: tuple[dict[str, Any], ...] = Field(default=(), alias="train_tolerations")
+    image_pull_secrets: tuple[str, ...] = Field(default=(), alias="train_image_pull_secrets")
+    image_pull_policy: str | None = Field(default=None, alias="train_image_pull_policy")
+    resource_requests: dict[str, str] = Field(default_factory=dict, alias="train_resource_requests")
+    run_as_user: int = Field(default=10001, alias="train_run_as_user", description="The trainer image's user.")
+    request_timeout_seconds: float = Field(default=30.0, alias="kube_request_timeout_seconds", gt=0)
+    watch_timeout_seconds: int = Field(default=300, alias="kube_watch_timeout_seconds", ge=1)
+    poll_seconds: float = Field(default=2.0, alias="kube_poll_seconds", gt=0)
+    log_drain_seconds: float = Field(default=30.0, alias="kube_log_drain_seconds", ge=0)
+
+    @field_validator("node_selector", "tolerations", "image_pull_secrets", "resource_requests", mode="before")
+    @classmethod
+    def _json_from_env(cls, value: Any) -> Any:
+        # From the environment these arrive as JSON text.
+        return json.loads(value) if isinstance(value, str) else value
+
+    @property
+    def image(self) -> str:
+        return f"{self.image_name}:{self.image_tag}"
+
+
+class LauncherSettings(_Section):
+    """What runs the training job."""
+
+    kind: Literal["local", "kubernetes"] = Field(default="local", alias="launcher")
+    local_jobs_dir: Path | None = Field(default=None, alias="local_jobs_dir", description="local: the jobs' files.")
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    cancel_grace_seconds: float = Field(
+        default=10.0, alias="cancel_grace_seconds", gt=0, description="How long a cancelled trainer may take to stop."
+    )
+
+
+class TrainingSettings(_Section):
+    """How trainings are queued, exported, run and watched."""
+
+    epochs: int = Field(default=3, alias="train_epochs", ge=1, le=1_000)
+    seed: int = Field(default=0, alias="train_seed", ge=0)
+    max_lines: int | None = Field(default=None, alias="train_max_lines", ge=1, description="Lines the model trains on.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", alias="train_device")
+    window_seconds: int = Field(default=60, alias="window_seconds", ge=1, le=86_400, description="Training-data window.")
+    max_documents: int | None = Field(default=None, alias="max_documents", ge=1, description="Cap per training.")
+    gpu_reset_seconds: float = Field(
+        default=3600, alias="gpu_training_reset_time", gt=0,
+        description="Seconds after which an external JobStart without JobEnd stops counting.",
+    )
+    workload_lookback_seconds: int = Field(default=3600, alias="workload_lookback_seconds", ge=60)
+    job_deadline_seconds: float = Field(
+        default=86_400, alias="job_deadline_seconds", gt=0,
+        description="How long temporary failures of a job's backends are retried before the job fails.",
+    )
+    progress_save_seconds: float = Field(default=2.0, alias="progress_save_seconds", ge=0)
+    retry_max_seconds: float = Field(default=30.0, alias="retry_max_seconds", gt=0, description="Longest retry delay.")
+
+
+class HttpSettings(_Section):
+    """The HTTP surface."""
+
+    host: str = Field(default="0.0.0.0", alias="http_host", description="Address of /healthz, /readyz, /metrics.")
+    port: int = Field(default=8080, alias="http_port", ge=0, le=65_535, description="0 picks a free port.")
+
+
+class HealthSettings(_Section):
+    """When the controller tells Kubernetes it is broken (liveness) or not ready."""
+
+    restart_budget: int = Field(
+        default=5, alias="task_restart_budget", ge=1,
+        description="Crashes of one supervised task within the window after which /healthz fails.",
+    )
+    restart_window_seconds: float = Field(default=300.0, alias="task_restart_window_seconds", gt=0)
+    task_down_seconds: float = Field(
+        default=60.0, alias="task_down_seconds", gt=0, description="A task down this long makes /healthz fail."
+    )
+    worker_stall_seconds: float = Field(
+        default=3600.0, alias="worker_stall_seconds", gt=0,
+        description="A worker with no progress on a job for this long makes /healthz fail.",
+    )
+
+
+class Settings(_Section):
+    """Configuration of the training controller."""
+
+    nats: NatsSettings
+    logs: LogSourceSettings = Field(default_factory=LogSourceSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    launch: LauncherSettings = Field(default_factory=LauncherSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flat_names(cls, data: Any) -> Any:
+        """Accept the flat variable names (lower case) and sort them into their sections."""
+        if not isinstance(data, Mapping):
+            return data
+        flat = {k: v for k, v in data.items() if k not in cls.model_fields}
+        unknown = sorted(set(flat) - set(_ENV_NAMES))
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(u.upper() for u in unknown)}")
+        nested = _nest(cls, flat)
+        return _merge(nested, {k: v for k, v in data.items() if k in cls.model_fields})
+
+    @model_validator(mode="after")
+    def _selected_adapters_are_configured(self) -> Settings:
+        problems = [f"{name.upper()} is required when {sel.upper()}={value}" for sel, value, name in self._missing()]
+        if self.launch.kind == "kubernetes" and self.store.kind == "local":
+            problems.append("LAUNCHER=kubernetes needs OBJECT_STORE=minio: a training pod cannot read local files")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _missing(self) -> list[tuple[str, str, str]]:
+        return missing_for_selectors(lambda name: _lookup(self, name))
+
+    def jobs_dir(self) -> Path:
+        """Where the local launcher keeps its jobs."""
+        if self.launch.local_jobs_dir is not None:
+            return self.launch.local_jobs_dir
+        assert self.store.local_dir is not None
+        return self.store.local_dir.parent / f"{self.store.local_dir.name}-jobs"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Settings from environment variables (names in any case); unknown variables are ignored."""
+        known = {k.lower(): v for k, v in env.items() if k.lower() in _ENV_NAMES}
+        return cls.model_validate(known)
+
+
+# Which settings each selected adapter needs: (selector, value) -> variables.
 _REQUIRED_BY: dict[tuple[str, str], tuple[str, ...]] = {
     ("log_source", "files"): ("log_files_dir",),
     ("log_source", "elasticsearch"): ("es_endpoint",),
@@ -25,103 +245,73 @@ _REQUIRED_BY: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
-class ConfigError(Exception):
-    """The environment does not make a usable configuration; the message names every problem."""
-
-
-class Settings(BaseSettings):
-    """Configuration of the training controller, from the environment."""
-
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
-
-    nats_server_url: str = Field(min_length=1, description="NATS server to connect to, e.g. nats://nats:4222.")
-    log_source: Literal["files", "elasticsearch", "opensearch"] = Field(default="files", description="Where logs come from.")
-    object_store: Literal["local", "minio"] = Field(default="local", description="Where data and models are kept.")
-    launcher: Literal["local", "kubernetes"] = Field(default="local", description="What runs the training job.")
-
-    log_files_dir: Path | None = Field(default=None, description="files source: directory of JSONL log documents.")
-    local_store_dir: Path | None = Field(default=None, description="local store: root directory of the buckets.")
-    local_jobs_dir: Path | None = Field(default=None, description="local launcher: where job processes keep their files.")
-
-    es_endpoint: str | None = Field(default=None, description="Elasticsearch/OpenSearch URL.")
-    es_username: str | None = None
-    es_password: SecretStr | None = None
-    es_api_key: SecretStr | None = Field(default=None, description="API key instead of username and password.")
-    es_ca_certs: Path | None = Field(default=None, description="CA bundle that signed the cluster's certificate.")
-    es_verify_certs: bool = Field(default=True, description="TLS verification; turn off only by name.")
-    es_index: str = Field(default="logs", min_length=1)
-    es_timestamp_field: str = Field(default="timestamp", min_length=1)
-    es_timestamp_unit: Literal["ns", "ms", "s", "iso"] = "ns"
-    es_keyword_suffix: str = Field(default="", description="Suffix of the exact-value fields, e.g. `.keyword`.")
-    es_page_size: int = Field(default=1000, ge=10, le=10_000)
-    minio_server_url: str | None = Field(default=None, description="MinIO/S3 endpoint URL.")
-    minio_access_key: SecretStr | None = None
-    minio_secret_key: SecretStr | None = None
-    minio_verify_tls: bool = Field(default=True, description="TLS verification; turn off only by name.")
-    minio_ca_file: Path | None = Field(default=None, description="CA bundle that signed MinIO's certificate.")
-    nulog_train_image_name: str | None = Field(default=None, description="Training image, without the tag.")
-    nulog_train_image_tag: str = "latest"
-    job_namespace: str = "default"
-    train_gpu_resource: str = Field(default="nvidia.com/gpu", description="Extended resource of the GPU limit.")
-    train_gpu_count: int = Field(default=1, ge=0, le=64, description="GPUs per training Job; 0 for none.")
-    train_backoff_limit: int = Field(default=2, ge=0, le=20)
-    train_active_deadline_seconds: int = Field(default=21_600, ge=60)
-    train_ttl_seconds_after_finished: int = Field(default=86_400, ge=0)
-    train_service_account: str | None = None
-    credentials_secret_name: str = Field(default="training-controller", description="Secret with the MinIO keys.")
-
-    s3_bucket: str = Field(default="opni-nulog-models", min_length=3, description="Bucket of the models.")
-    training_bucket: str = Field(default="training-logs", min_length=3, description="Bucket of the training data.")
-    window_seconds: int = Field(default=60, ge=1, le=86_400, description="Width of a training-data window.")
-    max_documents: int | None = Field(default=None, ge=1, description="Cap on documents per training.")
-    train_epochs: int = Field(default=3, ge=1, le=1_000)
-    train_seed: int = Field(default=0, ge=0)
-    train_max_lines: int | None = Field(default=None, ge=1, description="Cap on lines the model trains on.")
-    train_device: Literal["auto", "cpu", "cuda"] = "auto"
-    gpu_training_reset_time: float = Field(
-        default=3600, gt=0, description="Seconds after which an external JobStart without JobEnd stops counting."
-    )
-    workload_lookback_seconds: int = Field(default=3600, ge=60, description="How far back train_model looks.")
-    http_host: str = Field(default="0.0.0.0", description="Address of /healthz, /readyz and /metrics.")
-    http_port: int = Field(default=8080, ge=0, le=65_535, description="Port of the HTTP surface; 0 picks a free one.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-    @model_validator(mode="after")
-    def _adapter_settings_present(self) -> Settings:
-        missing = missing_for_selectors(lambda name: getattr(self, name))
-        if self.launcher == "kubernetes" and self.object_store == "local":
-            missing.append("LAUNCHER=kubernetes needs OBJECT_STORE=minio: a training pod cannot read local files")
-        if missing:
-            raise ValueError("; ".join(missing))
-        return self
-
-    def jobs_dir(self) -> Path:
-        """Where the local launcher keeps its jobs."""
-        if self.local_jobs_dir is not None:
-            return self.local_jobs_dir
-        assert self.local_store_dir is not None
-        return self.local_store_dir.parent / f"{self.local_store_dir.name}-jobs"
-
-
-def missing_for_selectors(get: Any) -> list[str]:
-    """`NAME is required when SELECTOR=value` for each setting the selected adapters need and lack."""
-    problems = []
+def missing_for_selectors(get: Any) -> list[tuple[str, str, str]]:
+    """(selector, value, variable) for each setting the selected adapters need and lack."""
+    missing = []
     for (selector, value), names in _REQUIRED_BY.items():
         if get(selector) == value:
-            problems += [
-                f"{name.upper()} is required when {selector.upper()}={value}" for name in names if get(name) in (None, "")
-            ]
-    return problems
+            missing += [(selector, value, n) for n in names if get(n) in (None, "")]
+    return missing
 
 
-def load_settings() -> Settings:
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _env_names(model: type[BaseModel]) -> dict[str, tuple[str, ...]]:
+    """Every variable name (lower case) of a section tree -> the path of attributes that holds it."""
+    names: dict[str, tuple[str, ...]] = {}
+    for field_name, field in model.model_fields.items():
+        sub = _section_type(field.annotation)
+        if sub is not None:
+            names.update({k: (field_name, *path) for k, path in _env_names(sub).items()})
+        else:
+            names[field.alias or field_name] = (field_name,)
+    return names
+
+
+def _nest(model: type[BaseModel], flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat values sorted into the section tree of `model`, keyed by alias at the leaves."""
+    out: dict[str, Any] = {}
+    for field_name, field in model.model_fields.items():
+        sub = _section_type(field.annotation)
+        if sub is not None:
+            out[field_name] = _nest(sub, flat)
+        elif (field.alias or field_name) in flat:
+            out[field.alias or field_name] = flat[field.alias or field_name]
+    return out
+
+
+def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, Mapping) else v
+    return out
+
+
+def _lookup(settings: BaseModel, name: str) -> Any:
+    value: Any = settings
+    for attr in _ENV_NAMES[name]:
+        value = getattr(value, attr)
+    return value
+
+
+_ENV_NAMES = _env_names(Settings)
+# A section's name must never be a variable's too, or `Settings(launcher=...)` could mean either.
+assert not _ENV_NAMES.keys() & Settings.model_fields.keys() - {"log_level"}, "a section shadows a variable"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from the environment; raises ConfigError naming every problem."""
+    env = os.environ if env is None else env
     try:
-        return Settings()
+        return Settings.from_env(env)
     except ValidationError as e:
         problems = []
         for item in e.errors(include_url=False, include_input=False):
-            name = str(item["loc"][0]).upper() if item["loc"] else ""
+            name = str(item["loc"][-1]).upper() if item["loc"] else ""
             message = str(item["msg"]).removeprefix("Value error, ")
             if item["type"] == "missing":
                 problems.append(f"{name} is required and not set")
@@ -131,13 +321,36 @@ def load_settings() -> Settings:
                 problems.extend(message.split("; "))
         if not any("is required when" in p for p in problems):
             # Field errors stop pydantic before the cross-field check; run it on the raw values too.
-            problems += missing_for_selectors(_raw_setting)
+            raw = {k.lower(): v for k, v in env.items()}
+            problems += [
+                f"{n.upper()} is required when {s.upper()}={v}"
+                for s, v, n in missing_for_selectors(lambda name: raw.get(name, _default(name)))
+            ]
         raise ConfigError("invalid configuration: " + "; ".join(dict.fromkeys(problems))) from None
 
 
-def _raw_setting(name: str) -> Any:
-    value = next((v for k, v in os.environ.items() if k.lower() == name), None)
-    if value is None:
-        default = Settings.model_fields[name].default
-        return default
-    return value
+def _default(name: str) -> Any:
+    model: type[BaseModel] = Settings
+    path = _ENV_NAMES[name]
+    for attr in path[:-1]:
+        sub = _section_type(model.model_fields[attr].annotation)
+        assert sub is not None
+        model = sub
+    return model.model_fields[path[-1]].default
+
+
+__all__ = [
+    "ConfigError",
+    "ElasticsearchSettings",
+    "HealthSettings",
+    "HttpSettings",
+    "KubernetesSettings",
+    "LauncherSettings",
+    "LogSourceSettings",
+    "MinioConfig",
+    "NatsSettings",
+    "Settings",
+    "StoreSettings",
+    "TrainingSettings",
+    "load_settings",
+]

@@ -8,8 +8,9 @@ import time
 from nats.aio.msg import Msg
 
 from training_controller.bus import Route
-from training_controller.core.controller import Origin, TrainingController, request_hash
+from training_controller.core.controller import TrainingController
 from training_controller.core.errors import LauncherUnavailable
+from training_controller.core.intake import Origin, request_hash
 from training_controller.messages import (
     CONTROLLER_HEADER,
     JOB_END,
@@ -67,10 +68,10 @@ class Handlers:
         await msg.ack()
 
     async def _submit(self, request: TrainRequest, origin: Origin) -> TrainAccepted:
-        record = await self.controller.submit(
+        submitted = await self.controller.submit(
             request.to_query(), request=request.model_dump(), requested_by=f"nats:train ({origin.via})", origin=origin
         )
-        return TrainAccepted(job_id=record.job_id, queue_position=await self.controller.queue_position(record.job_id))
+        return TrainAccepted(job_id=submitted.record.job_id, queue_position=submitted.queue_position)
 
     # -- the gateway -------------------------------------------------------------------------------------
 
@@ -90,22 +91,19 @@ class Handlers:
         if (msg.headers or {}).get(CONTROLLER_HEADER) == self.instance:
             return None  # our own announcement; our jobs are counted already
         if payload.strip() == JOB_START:
-            await self.controller.gpu.external_start()
+            await self.controller.external_training_started()
         elif payload.strip() == JOB_END:
-            await self.controller.gpu.external_end()
+            await self.controller.external_training_ended()
         else:
             log.warning("ignored gpu_trainingjob_status %r: expected JobStart or JobEnd", payload[:64])
         return None
 
     async def gpu_service_inference(self, payload: bytes, msg: Msg) -> str:
-        if await self.controller.gpu_free_for_inference():
-            await self.controller.events.inference_granted(payload)
-            return "YES"
-        return "NO"
+        return "YES" if await self.controller.grant_inference(payload) else "NO"
 
     async def gpu_service_running(self, payload: bytes, msg: Msg) -> str:
-        if not await self.controller.launcher.healthy():
-            raise LauncherUnavailable(f"the {self.controller.launcher.name} launcher is not healthy")
+        if not await self.controller.launcher_ready():
+            raise LauncherUnavailable("the launcher cannot start trainings now")
         return "running"
 
     # -- jobs for people -----------------------------------------------------------------------------------

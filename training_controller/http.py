@@ -1,28 +1,37 @@
 """The small HTTP surface: liveness, readiness and Prometheus metrics.
 
-`/healthz` answers while the process runs; `/readyz` only while NATS is connected and every backend answers,
-so that Kubernetes routes nothing to (and restarts nothing of) a controller that cannot work; `/metrics` is
-computed from the job records at scrape time, so it is right after a restart too.
+`/healthz` fails (503) when the controller is broken in a way only a restart mends: a supervised task that
+keeps dying or stays down, or a worker that has made no progress on a job for too long; Kubernetes' liveness
+probe then restarts the pod. `/readyz` answers 200 only while NATS is connected, the supervised tasks run
+and every backend answers. `/metrics` is computed from the job records at scrape time, so it is right after
+a restart too. The surface is given the probes it asks, not the service, so it imports nothing of it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 
 from training_controller.core.jobs import JobPhase, JobRecord
 
-if TYPE_CHECKING:
-    from training_controller.bootstrap import Service
-
 log = logging.getLogger(__name__)
 
-READY_CHECK_SECONDS = 5.0
+
+class Probes(Protocol):
+    """What the HTTP surface asks of the service."""
+
+    def liveness(self) -> list[str]:
+        """Why the controller needs a restart; empty when it does not."""
+
+    async def readiness(self) -> dict[str, bool]:
+        """Each check of readiness and whether it passes."""
+
+    async def snapshot(self) -> tuple[list[JobRecord], bool]:
+        """The job records and whether the GPU is busy, for the metrics."""
 
 
 class Metrics:
@@ -76,8 +85,8 @@ def export_rate(record: JobRecord) -> float | None:
 class HttpSurface:
     """An aiohttp server for probes and metrics."""
 
-    def __init__(self, service: Service, metrics: Metrics) -> None:
-        self.service = service
+    def __init__(self, probes: Probes, metrics: Metrics) -> None:
+        self.probes = probes
         self.metrics = metrics
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -99,31 +108,19 @@ class HttpSurface:
             await self._runner.cleanup()
 
     async def healthz(self, request: web.Request) -> web.Response:
+        problems = self.probes.liveness()
+        if problems:
+            for problem in problems:
+                log.error("liveness check failed: %s", problem)
+            return web.json_response({"status": "unhealthy", "problems": problems}, status=503)
         return web.json_response({"status": "alive"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        controller = self.service.controller
-        checks = {
-            "nats": _const(self.service.bus.connected),
-            f"logs ({controller.source.name})": controller.source.ping(),
-            f"store ({controller.store.name})": controller.store.ping(),
-            f"launcher ({controller.launcher.name})": controller.launcher.healthy(),
-        }
-        results = {}
-        for name, check in checks.items():
-            try:
-                results[name] = bool(await asyncio.wait_for(check, READY_CHECK_SECONDS))
-            except Exception as e:  # a probe reports a failing backend; it never raises
-                log.warning("readiness check %s failed: %s", name, e)
-                results[name] = False
+        results = await self.probes.readiness()
         ready = all(results.values())
         return web.json_response({"ready": ready, "checks": results}, status=200 if ready else 503)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        controller = self.service.controller
-        self.metrics.refresh(await controller.state.list_jobs(), gpu_busy=controller.gpu.busy())
+        records, busy = await self.probes.snapshot()
+        self.metrics.refresh(records, gpu_busy=busy)
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def _const(value: bool) -> bool:
-    return value

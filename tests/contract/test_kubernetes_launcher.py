@@ -17,23 +17,46 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from training_controller.adapters.launchers.kubernetes import KubernetesJobSettings, KubernetesLauncher
-from training_controller.adapters.launchers.local import job_command
+from nulog.objectstore import MinioConfig
+from nulog.protocol import DoneEvent, ErrorEvent, JobArgs, ProgressEvent, StageEvent, encode_event
+from training_controller.adapters.launchers.kubernetes import KubernetesLauncher
+from training_controller.config import KubernetesSettings
 from training_controller.core.errors import LauncherForbidden, LauncherUnavailable, PermanentError
-from training_controller.core.ports import JobSpec, LauncherEvent
+from training_controller.core.ports import (
+    Finished,
+    JobSpec,
+    LauncherEvent,
+    LogLine,
+    StillRunning,
+    TrainerOutput,
+)
 
 from .kube_server import FakeKubeServer, condition, status
 
 NS = "opni-training"
 SPEC = JobSpec(
     job_id="abc123",
-    data_uris=("s3://training-logs/abc123/windows.jsonl.gz",),
-    output_uri="s3://opni-nulog-models/abc123",
-    epochs=3,
-    seed=7,
-    max_lines=5000,
-    device="cuda",
+    args=JobArgs(
+        job_id="abc123",
+        data=("s3://training-logs/abc123/windows.jsonl.gz",),
+        output="s3://opni-nulog-models/abc123",
+        epochs=3,
+        seed=7,
+        max_lines=5000,
+        device="cuda",
+    ),
 )
+
+
+def progress(step: int = 1, **fields: object) -> ProgressEvent:
+    values = {"epoch": 1, "epochs": 1, "step": step, "steps": 6, "loss": 0.5, "percent": 50.0, "elapsed_s": 1.0,
+              "eta_s": 10.0, **fields}
+    return ProgressEvent(**values)
+
+
+def kinds(events: list[LauncherEvent]) -> list[str]:
+    names = {TrainerOutput: "event", LogLine: "log", Finished: "finished", StillRunning: "still running"}
+    return [names[type(e)] for e in events]
 LABELS = {
     "app.kubernetes.io/name": "nulog-train",
     "app.kubernetes.io/managed-by": "training-controller",
@@ -47,21 +70,22 @@ def kube() -> Iterator[FakeKubeServer]:
         yield server
 
 
-def make_launcher(kube: FakeKubeServer, **settings: object) -> KubernetesLauncher:
+MINIO = MinioConfig(url="http://minio.opni-training.svc:9000")
+
+
+def make_launcher(kube: FakeKubeServer, *, minio: MinioConfig = MINIO, **settings: object) -> KubernetesLauncher:
     configuration = client.Configuration(host=kube.url)
     defaults = dict(
-        minio_server_url="http://minio.opni-training.svc:9000",
+        namespace=NS,
+        image_name="rancher/nulog-train",
+        image_tag="v0.1.0",
         request_timeout_seconds=5.0,
         watch_timeout_seconds=5,
         poll_seconds=0.05,
         log_drain_seconds=5.0,
     )
     return KubernetesLauncher(
-        client.ApiClient(configuration),
-        namespace=NS,
-        image_name="rancher/nulog-train",
-        image_tag="v0.1.0",
-        settings=KubernetesJobSettings(**{**defaults, **settings}),
+        client.ApiClient(configuration), KubernetesSettings(**{**defaults, **settings}), minio=minio
     )
 
 
@@ -108,7 +132,7 @@ async def test_launch_sends_the_training_job_as_a_batch_v1_job(kube: FakeKubeSer
     [container] = pod["containers"]
     assert container["name"] == "train"
     assert container["image"] == "rancher/nulog-train:v0.1.0"
-    assert container["command"] + container["args"] == job_command(SPEC, python="python")
+    assert container["command"] + container["args"] == SPEC.command("python")
     assert container["command"] == ["python", "-m", "nulog.job"]
     assert container["args"][:2] == ["--job-id", "abc123"]
     assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
@@ -216,16 +240,16 @@ async def test_launch_when_the_api_server_is_unreachable_is_a_temporary_error() 
     configuration = client.Configuration(host="http://127.0.0.1:9")
     configuration.retries = 0
     launcher = KubernetesLauncher(
-        client.ApiClient(configuration), namespace=NS, image_name="nulog", settings=KubernetesJobSettings(request_timeout_seconds=2)
+        client.ApiClient(configuration), KubernetesSettings(namespace=NS, image_name="nulog", request_timeout_seconds=2)
     )
     with pytest.raises(LauncherUnavailable, match="cannot reach the Kubernetes API"):
         await launcher.launch(SPEC)
-    assert await launcher.healthy() is False
+    assert await launcher.ping() is False
 
 
 async def test_a_job_id_that_cannot_name_a_job_is_refused_before_any_request(kube: FakeKubeServer) -> None:
     with pytest.raises(PermanentError, match="cannot name a Kubernetes Job"):
-        await make_launcher(kube).launch(JobSpec("Bad_ID", ("x",), "y", epochs=1, seed=0))
+        await make_launcher(kube).launch(JobSpec("Bad_ID", JobArgs(job_id="Bad_ID", data=("x",), output="y")))
     assert kube.requests == []
 
 
@@ -239,10 +263,10 @@ async def test_pod_log_lines_become_progress_and_log_events_then_success(kube: F
         "nulog-train-abc123-x7k2p",
         job_id="abc123",
         lines=[
-            '{"event":"stage","stage":"loading"}',
+            encode_event(StageEvent(stage="loading")),
             "loading 5000 lines from /tmp/data",
-            '{"event":"progress","epoch":1,"percent":50.0,"eta_s":10}',
-            '{"event":"done","metrics":{"loss":0.5}}',
+            encode_event(progress()),
+            encode_event(DoneEvent(metrics={"loss": 0.5})),
         ],
     )
     done = kube.job_object("nulog-train-abc123", conditions=[condition("SuccessCriteriaMet"), condition("Complete")])
@@ -250,14 +274,14 @@ async def test_pod_log_lines_become_progress_and_log_events_then_success(kube: F
 
     events = await collect(launcher, "abc123")
 
-    assert [(e.kind, e.data) for e in events[:-1]] == [
-        ("progress", {"event": "stage", "stage": "loading"}),
-        ("log", {"line": "loading 5000 lines from /tmp/data"}),
-        ("progress", {"event": "progress", "epoch": 1, "percent": 50.0, "eta_s": 10}),
-        ("progress", {"event": "done", "metrics": {"loss": 0.5}}),
+    assert events[:-1] == [
+        TrainerOutput(StageEvent(stage="loading")),
+        LogLine("loading 5000 lines from /tmp/data"),
+        TrainerOutput(progress()),
+        TrainerOutput(DoneEvent(metrics={"loss": 0.5})),
     ]
-    assert events[-1].kind == "finished" and events[-1].succeeded
-    assert [e.kind for e in events].count("finished") == 1
+    assert isinstance(events[-1], Finished) and events[-1].succeeded
+    assert kinds(events).count("finished") == 1
     [log_request] = kube.of("GET", "/pods/nulog-train-abc123-x7k2p/log")
     assert log_request.query["container"] == "train"
     assert log_request.query["follow"].lower() == "true"
@@ -266,7 +290,7 @@ async def test_pod_log_lines_become_progress_and_log_events_then_success(kube: F
 
 
 async def test_a_broken_log_stream_is_resumed_without_repeating_lines(kube: FakeKubeServer) -> None:
-    lines = [f'{{"event":"progress","step":{i}}}' for i in range(6)]
+    lines = [encode_event(progress(i)) for i in range(6)]
     kube.add_pod("nulog-train-abc123-z", job_id="abc123", lines=lines)
     kube.log_break_after["nulog-train-abc123-z"] = 3
     kube.job_object("nulog-train-abc123")
@@ -274,7 +298,7 @@ async def test_a_broken_log_stream_is_resumed_without_repeating_lines(kube: Fake
 
     events = await collect(make_launcher(kube), "abc123")
 
-    assert [e.data.get("step") for e in events[:-1]] == [0, 1, 2, 3, 4, 5]
+    assert [e.event.step for e in events[:-1]] == [0, 1, 2, 3, 4, 5]
     first, second = kube.of("GET", "/pods/nulog-train-abc123-z/log")
     assert "sinceSeconds" not in first.query and first.query["timestamps"].lower() == "true"
     assert int(second.query["sinceSeconds"]) > 60  # from before the last line passed on (the log is dated 2026-01-01)
@@ -282,12 +306,12 @@ async def test_a_broken_log_stream_is_resumed_without_repeating_lines(kube: Fake
 
 async def test_lines_of_a_job_that_ended_before_the_pod_was_seen_are_still_reported(kube: FakeKubeServer) -> None:
     launcher = make_launcher(kube, poll_seconds=30)  # the log thread would not look again by itself
-    kube.add_pod("nulog-train-abc123-a", job_id="abc123", phase="Succeeded", lines=['{"event":"done"}'])
+    kube.add_pod("nulog-train-abc123-a", job_id="abc123", phase="Succeeded", lines=[encode_event(DoneEvent())])
     kube.job_object("nulog-train-abc123", conditions=[condition("Complete")])  # the first list sees it ended
 
     events = await collect(launcher, "abc123")
 
-    assert [e.kind for e in events] == ["progress", "finished"]
+    assert kinds(events) == ["event", "finished"]
     assert events[-1].succeeded
 
 
@@ -298,7 +322,10 @@ async def test_a_failed_condition_ends_with_its_reason_and_the_last_error_line(k
         "nulog-train-abc123-q9",
         job_id="abc123",
         phase="Failed",
-        lines=['{"event":"stage","stage":"loading"}', '{"event":"error","message":"the data files hold no log lines"}'],
+        lines=[
+            encode_event(StageEvent(stage="loading")),
+            encode_event(ErrorEvent(message="the data files hold no log lines")),
+        ],
     )
     failed = kube.job_object(
         "nulog-train-abc123",
@@ -322,7 +349,7 @@ async def test_a_failed_condition_ends_with_its_reason_and_the_last_error_line(k
     events = await collect(launcher, "abc123")
 
     final = events[-1]
-    assert final.kind == "finished" and not final.succeeded
+    assert isinstance(final, Finished) and not final.succeeded
     assert final.message.startswith("PodFailurePolicy: Container train for pod")
     assert "exit code 2" in final.message
     assert final.message.endswith("last log line: the data files hold no log lines")
@@ -340,7 +367,7 @@ async def test_a_deadline_exceeded_job_fails_with_that_reason(kube: FakeKubeServ
     events = await collect(make_launcher(kube), "abc123")
 
     assert events == [
-        LauncherEvent("finished", succeeded=False, message="DeadlineExceeded: Job was active longer than specified deadline")
+        Finished(succeeded=False, message="DeadlineExceeded: Job was active longer than specified deadline")
     ]
 
 
@@ -352,7 +379,7 @@ async def test_a_watch_that_ends_is_resumed_from_the_last_resource_version(kube:
 
     events = await collect(make_launcher(kube), "abc123")
 
-    assert events[-1].kind == "finished" and events[-1].succeeded
+    assert isinstance(events[-1], Finished) and events[-1].succeeded
     lists = [r for r in kube.of("GET", f"/apis/batch/v1/namespaces/{NS}/jobs") if "watch" not in r.query]
     assert len(lists) == 1 and lists[0].query["fieldSelector"] == "metadata.name=nulog-train-abc123"
     first, second = kube.watches()[:2]
@@ -378,7 +405,7 @@ async def test_a_watch_error_410_gone_makes_the_launcher_list_again(kube: FakeKu
 
     events = await collect(make_launcher(kube), "abc123")
 
-    assert events[-1].kind == "finished" and events[-1].succeeded
+    assert isinstance(events[-1], Finished) and events[-1].succeeded
     job_requests = [r for r in kube.requests if r.path.endswith("/jobs") and r.method == "GET"]
     kinds = ["watch" if "watch" in r.query else "list" for r in job_requests]
     assert kinds[:4] == ["list", "watch", "list", "watch"]
@@ -394,7 +421,7 @@ async def test_an_http_410_on_the_watch_also_makes_the_launcher_list_again(kube:
 
     events = await collect(make_launcher(kube), "abc123")
 
-    assert events[-1].kind == "finished" and events[-1].succeeded
+    assert isinstance(events[-1], Finished) and events[-1].succeeded
     job_requests = [r for r in kube.requests if r.path.endswith("/jobs") and r.method == "GET"]
     assert ["watch" if "watch" in r.query else "list" for r in job_requests][:3] == ["list", "watch", "list"]
 
@@ -405,7 +432,7 @@ async def test_a_deleted_job_ends_the_events_as_failed(kube: FakeKubeServer) -> 
 
     events = await collect(make_launcher(kube), "abc123")
 
-    assert [e.kind for e in events] == ["finished"]
+    assert kinds(events) == ["finished"]
     assert not events[0].succeeded and "was deleted" in events[0].message
 
 
@@ -443,28 +470,28 @@ async def test_a_server_error_on_the_watch_is_retried(kube: FakeKubeServer) -> N
 async def test_a_log_without_permission_is_reported_and_the_job_is_still_followed(
     kube: FakeKubeServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    kube.add_pod("nulog-train-abc123-p", job_id="abc123", lines=['{"event":"done"}'])
+    kube.add_pod("nulog-train-abc123-p", job_id="abc123", lines=[encode_event(DoneEvent())])
     kube.log_error = status(403, "Forbidden", 'pods "nulog-train-abc123-p" is forbidden: cannot get resource "pods/log"')
     kube.job_object("nulog-train-abc123")
     kube.watch_script = [[0.3, lambda: modified(kube.job_object("nulog-train-abc123", conditions=[condition("Complete")]))]]
 
     events = await collect(make_launcher(kube), "abc123")
 
-    assert [e.kind for e in events] == ["finished"] and events[0].succeeded
+    assert kinds(events) == ["finished"] and events[0].succeeded
     assert 'resources: ["pods/log"], verbs: ["get"]' in caplog.text
     assert len(kube.of("GET", "/pods/nulog-train-abc123-p/log")) == 1  # not asked again and again
 
 
 async def test_stopping_to_follow_a_job_leaves_no_stream_behind(kube: FakeKubeServer) -> None:
     kube.job_object("nulog-train-abc123")
-    kube.add_pod("nulog-train-abc123-p", job_id="abc123", lines=['{"event":"stage","stage":"training"}'])
+    kube.add_pod("nulog-train-abc123-p", job_id="abc123", lines=[encode_event(StageEvent(stage="training"))])
     kube.watch_script = [[3.0]]
     stream = make_launcher(kube).events("abc123")
 
     first = await asyncio.wait_for(anext(stream), 10)
     await stream.aclose()
 
-    assert first.kind == "progress"
+    assert first == TrainerOutput(StageEvent(stage="training"))
     for _ in range(100):  # the watch thread was blocked in a quiet stream: closing must unblock it
         if not [t for t in threading.enumerate() if t.name.startswith("kube-") and t.name.endswith("-abc123")]:
             break
@@ -537,13 +564,13 @@ async def test_list_jobs_without_permission_is_a_permanent_error(kube: FakeKubeS
         await make_launcher(kube).list_jobs()
 
 
-async def test_healthy_lists_one_job_and_reports_api_errors(kube: FakeKubeServer) -> None:
+async def test_ping_lists_one_job_and_reports_api_errors(kube: FakeKubeServer) -> None:
     launcher = make_launcher(kube)
-    assert await launcher.healthy() is True
+    assert await launcher.ping() is True
     assert kube.requests[-1].query["limit"] == "1"
 
     kube.list_error = status(503, "ServiceUnavailable", "the server is currently unable to handle the request")
-    assert await launcher.healthy() is False
+    assert await launcher.ping() is False
 
 
 async def test_from_environment_reads_the_kubeconfig_named_by_kubeconfig(
@@ -565,7 +592,7 @@ async def test_from_environment_reads_the_kubeconfig_named_by_kubeconfig(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a cluster
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
 
-    launcher = KubernetesLauncher.from_environment(namespace=NS, image_name="nulog-train", image_tag="1")
+    launcher = KubernetesLauncher.from_environment(KubernetesSettings(namespace=NS, image_name="nulog-train"))
 
-    assert await launcher.healthy() is True
+    assert await launcher.ping() is True
     assert kube.requests[-1].path == f"/apis/batch/v1/namespaces/{NS}/jobs"

@@ -5,34 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
 import pytest
 
-from tests.conftest import MINUTE_NS, SAMPLE_END_NS
+from tests.conftest import MINUTE_NS, SAMPLE_END_NS, StartService
 from training_controller.bootstrap import Service
-from training_controller.config import Settings
 from training_controller.natsserver import NatsServer
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def service(nats_server: NatsServer, sample_logs: Path, tmp_path: Path) -> AsyncIterator[Service]:
-    settings = Settings(
-        nats_server_url=nats_server.url,
-        log_files_dir=sample_logs,
-        local_store_dir=tmp_path / "store",
-        local_jobs_dir=tmp_path / "jobs",
-        train_epochs=2,
-        train_max_lines=300,
-        train_device="cpu",
-    )
-    svc = await Service.start(settings)
-    yield svc
-    await svc.stop()
+async def service(start_service: StartService, sample_logs: Path) -> Service:
+    return await start_service(logs=sample_logs, train_epochs=2)
 
 
 async def cli(url: str, *args: str) -> tuple[int, str, str]:

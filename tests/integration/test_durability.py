@@ -8,78 +8,27 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import nats
 import pytest
-from nats.aio.msg import Msg
 
-from tests.conftest import MINUTE_NS, SAMPLE_END_NS
+from tests.conftest import base_settings, interval, listen, request_json, train_payload
+from tests.conftest import wait_until as wait_for
 from training_controller.adapters.launchers.local import LocalLauncher
-from training_controller.bootstrap import Service
+from training_controller.bootstrap import Adapters, Service
 from training_controller.config import Settings
 from training_controller.natsserver import NatsServer
 
 pytestmark = pytest.mark.slow
 
 
-def interval(minutes_before_end: int, length_minutes: int = 3) -> dict[str, int]:
-    start = SAMPLE_END_NS - minutes_before_end * MINUTE_NS
-    return {"start_ts": start, "end_ts": start + length_minutes * MINUTE_NS}
-
-
-def train_payload(minutes_before_end: int) -> bytes:
-    return json.dumps({"model_to_train": "nulog", "time_intervals": [interval(minutes_before_end)]}).encode()
-
-
 def settings_for(server: NatsServer, logs: Path, root: Path, **extra) -> Settings:
-    values = {"train_epochs": 1, "train_max_lines": 200, "train_device": "cpu", **extra}
-    return Settings(
-        nats_server_url=server.url,
-        log_files_dir=logs,
-        local_store_dir=root / "store",
-        local_jobs_dir=root / "jobs",
-        **values,
-    )
-
-
-class Announcements:
-    """gpu_trainingjob_status and model_ready as they arrive."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, bytes]] = []
-
-    async def on_message(self, msg: Msg) -> None:
-        self.seen.append((msg.subject, msg.data))
-
-    def gpu(self) -> list[bytes]:
-        return [d for s, d in self.seen if s == "gpu_trainingjob_status"]
-
-    def ready_jobs(self) -> list[str]:
-        return [json.loads(d)["job_id"] for s, d in self.seen if s == "model_ready"]
-
-
-async def listen(nc: nats.NATS) -> Announcements:
-    ann = Announcements()
-    await nc.subscribe("gpu_trainingjob_status", cb=ann.on_message)
-    await nc.subscribe("model_ready", cb=ann.on_message)
-    await nc.flush()
-    return ann
+    return base_settings(server.url, root, logs, **{"train_max_lines": 200, **extra})
 
 
 async def jobs(nc: nats.NATS) -> list[dict]:
-    return json.loads((await nc.request("training_jobs", b'{"limit": 100}', timeout=10)).data)["jobs"]
-
-
-async def wait_for(predicate: Callable[[], object], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+    return (await request_json(nc, "training_jobs", {"limit": 100}))["jobs"]
 
 
 async def test_train_published_while_no_controller_runs_trains_once_after_it_starts(
@@ -144,7 +93,8 @@ async def test_a_crashing_training_job_fails_with_its_reason_ends_the_job_and_fr
     trainer.write_text(CRASHING_TRAINER)
     trainer.chmod(0o755)
     settings = settings_for(nats_server, sample_logs, tmp_path)
-    service = await Service.start(settings, launcher=LocalLauncher(tmp_path / "jobs", python=str(trainer)))
+    launcher = LocalLauncher(tmp_path / "jobs", python=str(trainer))
+    service = await Service.start(settings, adapters=Adapters(launcher=launcher))
     try:
         ann = await listen(nc)
         reply = json.loads((await nc.request("train", train_payload(30), timeout=10)).data)
@@ -167,10 +117,10 @@ def start_controller(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
-        "NATS_SERVER_URL": settings.nats_server_url,
-        "LOG_FILES_DIR": str(settings.log_files_dir),
-        "LOCAL_STORE_DIR": str(settings.local_store_dir),
-        "LOCAL_JOBS_DIR": str(settings.local_jobs_dir),
+        "NATS_SERVER_URL": settings.nats.url,
+        "LOG_FILES_DIR": str(settings.logs.files_dir),
+        "LOCAL_STORE_DIR": str(settings.store.local_dir),
+        "LOCAL_JOBS_DIR": str(settings.launch.local_jobs_dir),
         "TRAIN_EPOCHS": "2",
         "TRAIN_MAX_LINES": "300",
         "TRAIN_DEVICE": "cpu",

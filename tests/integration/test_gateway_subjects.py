@@ -16,55 +16,23 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 
+from tests.conftest import StartService, base_settings, listen
 from training_controller.bootstrap import Service
-from training_controller.config import Settings
 from training_controller.core.queries import ANOMALY_KEYWORDS
 from training_controller.natsserver import NatsServer
 
 MINUTE_NS = 60 * 10**9
 WORKLOADS = {"c1": {"web": ["nginx"]}}
 
-StartService = Callable[..., Awaitable[Service]]
 
 
 # -- fixtures and helpers ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def log_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "logs"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-async def start_service(nats_server: NatsServer, tmp_path: Path, log_dir: Path) -> AsyncIterator[StartService]:
-    """Starts the service in-process with the given Settings overrides; stops it at the end of the test."""
-    started: list[Service] = []
-
-    async def start(**overrides: Any) -> Service:
-        settings = Settings(
-            nats_server_url=nats_server.url,
-            log_files_dir=log_dir,
-            local_store_dir=tmp_path / "store",
-            local_jobs_dir=tmp_path / "jobs",
-            http_port=0,
-            **overrides,
-        )
-        svc = await Service.start(settings)
-        started.append(svc)
-        return svc
-
-    yield start
-    for svc in started:
-        await svc.stop()
 
 
 @pytest.fixture
@@ -79,45 +47,6 @@ async def ask(nc: nats.NATS, subject: str, payload: bytes = b"") -> bytes:
 
 async def ask_json(nc: nats.NATS, subject: str, payload: Any) -> Any:
     return json.loads(await ask(nc, subject, json.dumps(payload).encode()))
-
-
-class Inbox:
-    """Collects every message of some subjects, per subject, in arrival order."""
-
-    def __init__(self) -> None:
-        self.queues: dict[str, asyncio.Queue[bytes]] = {}
-
-    @classmethod
-    async def on(cls, nc: nats.NATS, *subjects: str) -> Inbox:
-        inbox = cls()
-        for subject in subjects:
-            queue: asyncio.Queue[bytes] = asyncio.Queue()
-            inbox.queues[subject] = queue
-
-            async def put(msg: Any, queue: asyncio.Queue[bytes] = queue) -> None:
-                queue.put_nowait(msg.data)
-
-            await nc.subscribe(subject, cb=put)
-        await nc.flush()
-        return inbox
-
-    async def next(self, subject: str, timeout: float = 5.0) -> bytes:
-        return await asyncio.wait_for(self.queues[subject].get(), timeout)
-
-    async def next_json(self, subject: str, timeout: float = 5.0) -> Any:
-        return json.loads(await self.next(subject, timeout))
-
-    async def wait_for(self, subject: str, data: bytes, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while (got := await self.next(subject, max(0.01, deadline - time.monotonic()))) != data:
-            pass
-        assert got == data
-
-    def drain(self, subject: str) -> list[bytes]:
-        items = []
-        while not self.queues[subject].empty():
-            items.append(self.queues[subject].get_nowait())
-        return items
 
 
 async def inference_answer_becomes(nc: nats.NATS, expected: bytes, *, timeout: float = 5.0) -> float:
@@ -234,7 +163,7 @@ async def test_gpu_service_running_answers_running_to_a_check_up(service: Servic
 
 
 async def test_inference_is_granted_and_the_exact_bytes_are_forwarded_internally(service: Service, nc: nats.NATS) -> None:
-    inbox = await Inbox.on(nc, "gpu_service_inference_internal")
+    inbox = await listen(nc, ("gpu_service_inference_internal",))
     payload = b'{"x":1}\x00raw'
 
     assert await ask(nc, "gpu_service_inference", payload) == b"YES"
@@ -245,7 +174,7 @@ async def test_inference_is_granted_and_the_exact_bytes_are_forwarded_internally
 
 
 async def test_external_job_start_refuses_inference_until_its_job_end(service: Service, nc: nats.NATS) -> None:
-    inbox = await Inbox.on(nc, "gpu_service_inference_internal")
+    inbox = await listen(nc, ("gpu_service_inference_internal",))
 
     await nc.publish("gpu_trainingjob_status", b"JobStart")
     await nc.flush()
@@ -304,7 +233,7 @@ async def test_workload_parameters_of_a_fresh_service_is_an_empty_json_object(se
 
 @pytest.mark.parametrize("payload", [b"", b"{}", b'{"uuid": "u0", "workloads": {}}'], ids=["empty", "empty-object", "empty-workloads"])
 async def test_train_model_with_no_workloads_resets_the_model(service: Service, nc: nats.NATS, payload: bytes) -> None:
-    inbox = await Inbox.on(nc, "model_update", "model_workload_parameters")
+    inbox = await listen(nc, ("model_update", "model_workload_parameters"))
 
     assert await ask(nc, "train_model", payload) == b"model reset"
 
@@ -325,7 +254,7 @@ async def test_train_model_with_new_workloads_submits_one_job_and_records_them(
 ) -> None:
     write_docs(log_dir / "web.jsonl", [doc(recent_ns(10) + i * 10**9, clean_line(i)) for i in range(10)])
     await external_trainer_takes_gpu(nc)  # the job exports, then waits for the GPU: not finished, no training
-    inbox = await Inbox.on(nc, "model_workload_parameters")
+    inbox = await listen(nc, ("model_workload_parameters",))
     watch = await PhaseWatch.on(nc)
 
     assert await ask(nc, "train_model", json.dumps(payload).encode()) == b"training job submitted"
@@ -349,7 +278,7 @@ async def test_train_model_trains_then_updates_without_a_job_and_trains_again_on
     start = recent_ns(30)
     write_docs(log_dir / "web.jsonl", [doc(start + i * 5 * 10**9, clean_line(i)) for i in range(300)])
     await start_service(train_epochs=1, train_max_lines=200, train_device="cpu")
-    inbox = await Inbox.on(nc, "model_workload_parameters", "gpu_trainingjob_status")
+    inbox = await listen(nc, ("model_workload_parameters", "gpu_trainingjob_status"))
     request = {"uuid": "u1", "workloads": WORKLOADS}
 
     watch = await PhaseWatch.on(nc)
@@ -363,7 +292,7 @@ async def test_train_model_trains_then_updates_without_a_job_and_trains_again_on
     assert record["phase"] not in ("succeeded", "failed", "cancelled")
     # (model_status while the record is being rewritten is checked by the test at the end)
 
-    await inbox.wait_for("gpu_trainingjob_status", b"JobEnd", timeout=180)
+    await inbox.next_equal("gpu_trainingjob_status", b"JobEnd", timeout=180)
     record = await ask_json(nc, "training_status", {"job_id": job_id})
     assert record["phase"] == "succeeded", record["message"]
     assert record["log_count"] == 300
@@ -404,7 +333,7 @@ async def test_train_model_with_workloads_already_learnt_announces_update_and_qu
     service: Service, nc: nats.NATS
 ) -> None:
     await pretend_model_trained_on(nc, {"c1": {"web": ["nginx", "api"], "data": ["postgres"]}})
-    inbox = await Inbox.on(nc, "model_workload_parameters")
+    inbox = await listen(nc, ("model_workload_parameters",))
 
     assert await ask(nc, "train_model", json.dumps(WORKLOADS).encode()) == b"training job submitted"
 
@@ -416,7 +345,7 @@ async def test_train_model_with_workloads_already_learnt_announces_update_and_qu
 async def test_widening_a_namespace_to_all_its_deployments_trains_again(service: Service, nc: nats.NATS) -> None:
     await pretend_model_trained_on(nc, WORKLOADS)
     await external_trainer_takes_gpu(nc)
-    inbox = await Inbox.on(nc, "model_workload_parameters")
+    inbox = await listen(nc, ("model_workload_parameters",))
     wider = {"c1": {"web": []}}
 
     assert await ask(nc, "train_model", json.dumps(wider).encode()) == b"training job submitted"
@@ -568,7 +497,7 @@ async def test_model_status_and_training_jobs_see_a_job_whose_record_is_being_sa
 
 
 async def test_a_service_stopped_right_after_start_stops(nats_server: NatsServer, tmp_path: Path, log_dir: Path) -> None:
-    settings = Settings(nats_server_url=nats_server.url, log_files_dir=log_dir, local_store_dir=tmp_path / "store", http_port=0)
+    settings = base_settings(nats_server.url, tmp_path, log_dir)
     for _ in range(8):
         svc = await Service.start(settings)
         stopping = asyncio.ensure_future(svc.stop())

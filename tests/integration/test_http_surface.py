@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import nats
 import pytest
 
+from tests.conftest import StartService
 from training_controller.bootstrap import Service
-from training_controller.config import Settings
-from training_controller.natsserver import NatsServer
 
 
 @pytest.fixture
-async def service(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Service]:
-    (tmp_path / "logs").mkdir()
-    settings = Settings(
-        nats_server_url=nats_server.url,
-        log_files_dir=tmp_path / "logs",
-        local_store_dir=tmp_path / "store",
-        http_host="127.0.0.1",
-        http_port=0,
-    )
-    svc = await Service.start(settings)
-    yield svc
-    await svc.stop()
+async def service(start_service: StartService) -> Service:
+    return await start_service()
 
 
 async def get(service: Service, path: str) -> tuple[int, str]:
@@ -45,7 +33,15 @@ async def test_readyz_is_ready_when_nats_and_every_backend_answer(service: Servi
     assert status == 200
     assert json.loads(body) == {
         "ready": True,
-        "checks": {"nats": True, "logs (files)": True, "store (local)": True, "launcher (local)": True},
+        "checks": {
+            "nats": True,
+            "training-worker": True,
+            "train-stream-consumer": True,
+            "logs (files)": True,
+            "store (local)": True,
+            "launcher (local)": True,
+            "state": True,
+        },
     }
 
 

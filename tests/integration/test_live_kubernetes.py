@@ -8,15 +8,16 @@ of the training, follows it to its end through the watch and the pod log, and de
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import uuid
 
 import pytest
 from kubernetes import client
 
-from training_controller.adapters.launchers.kubernetes import KubernetesJobSettings, KubernetesLauncher
-from training_controller.core.ports import JobSpec, LauncherEvent
+from nulog.protocol import JobArgs, ProgressEvent, encode_event
+from training_controller.adapters.launchers.kubernetes import KubernetesLauncher
+from training_controller.config import KubernetesSettings
+from training_controller.core.ports import Finished, JobSpec, LauncherEvent, LogLine, TrainerOutput
 
 pytestmark = [
     pytest.mark.live,
@@ -25,14 +26,14 @@ pytestmark = [
 
 NAMESPACE = os.environ.get("KUBE_TEST_NAMESPACE", "default")
 IMAGE = os.environ.get("KUBE_TEST_IMAGE", "busybox:1.36")
-PROGRESS = {"event": "progress", "epoch": 1, "percent": 100.0}
+PROGRESS = ProgressEvent(epoch=1, epochs=1, step=1, steps=1, loss=0.1, percent=100.0, elapsed_s=1, eta_s=0)
 
 
 class ShellLauncher(KubernetesLauncher):
     """The real launcher, whose Job runs a shell script instead of the training entrypoint."""
 
-    def __init__(self, script: str, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, script: str, api_client: client.ApiClient, settings: KubernetesSettings) -> None:
+        super().__init__(api_client, settings)
         self.script = script
 
     def build_job(self, spec: JobSpec) -> client.V1Job:
@@ -43,21 +44,18 @@ class ShellLauncher(KubernetesLauncher):
 
 
 def launcher_running(script: str) -> ShellLauncher:
-    base = KubernetesLauncher.from_environment(namespace=NAMESPACE, image_name="unused")
     name, _, tag = IMAGE.rpartition(":")
-    return ShellLauncher(
-        script,
-        api_client=base.api_client,
-        namespace=NAMESPACE,
-        image_name=name,
-        image_tag=tag,
-        # No GPU, no MinIO secret in a test namespace; a short deadline in case the image cannot be pulled.
-        settings=KubernetesJobSettings(gpu_count=0, credentials_secret=None, active_deadline_seconds=240, poll_seconds=1),
+    # No GPU, no MinIO secret in a test namespace; a short deadline in case the image cannot be pulled.
+    settings = KubernetesSettings(
+        namespace=NAMESPACE, image_name=name, image_tag=tag, gpu_count=0, credentials_secret=None,
+        active_deadline_seconds=240, poll_seconds=1,
     )
+    base = KubernetesLauncher.from_environment(settings)
+    return ShellLauncher(script, base.api_client, settings)
 
 
 async def run_to_the_end(launcher: KubernetesLauncher, job_id: str) -> list[LauncherEvent]:
-    await launcher.launch(JobSpec(job_id, ("/tmp/none",), "/tmp/out", epochs=1, seed=0))
+    await launcher.launch(JobSpec(job_id, JobArgs(job_id=job_id, data=("/tmp/none",), output="/tmp/out")))
     try:
         return await asyncio.wait_for(_collect(launcher, job_id), 300)
     finally:
@@ -70,14 +68,14 @@ async def _collect(launcher: KubernetesLauncher, job_id: str) -> list[LauncherEv
 
 async def test_a_job_that_prints_progress_is_followed_to_success() -> None:
     job_id = f"live-{uuid.uuid4().hex[:8]}"
-    launcher = launcher_running(f"echo '{json.dumps(PROGRESS)}'; echo 'a log line' >&2; sleep 2")
+    launcher = launcher_running(f"echo '{encode_event(PROGRESS)}'; echo 'a log line' >&2; sleep 2")
 
-    assert await launcher.healthy()
+    assert await launcher.ping()
     events = await run_to_the_end(launcher, job_id)
 
-    assert LauncherEvent("progress", PROGRESS) in events
-    assert LauncherEvent("log", {"line": "a log line"}) in events
-    assert events[-1].kind == "finished" and events[-1].succeeded, events[-1].message
+    assert TrainerOutput(PROGRESS) in events
+    assert LogLine("a log line") in events
+    assert isinstance(events[-1], Finished) and events[-1].succeeded, events[-1].message
     assert job_id not in {j.job_id for j in await launcher.list_jobs() if j.state == "running"}
 
 
@@ -88,6 +86,6 @@ async def test_a_failing_command_fails_the_job_at_once_through_the_pod_failure_p
     events = await run_to_the_end(launcher, job_id)
 
     final = events[-1]
-    assert final.kind == "finished" and not final.succeeded
+    assert isinstance(final, Finished) and not final.succeeded
     assert final.message.startswith("PodFailurePolicy"), final.message  # not retried up to backoffLimit
     assert "no data" in final.message

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -19,10 +17,9 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import StartService
 from training_controller.bootstrap import Service
-from training_controller.config import Settings
 from training_controller.messages import PayloadError, TrainRequest, decode
-from training_controller.natsserver import NatsServer
 
 NS = 10**9
 VALID_INTERVAL = {"start_ts": 1_617_040_000 * NS, "end_ts": 1_617_040_600 * NS}
@@ -39,19 +36,8 @@ OPAQUE_REPLIES = {
 
 
 @pytest.fixture
-async def service(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Service]:
-    (tmp_path / "logs").mkdir()
-    svc = await Service.start(
-        Settings(
-            nats_server_url=nats_server.url,
-            log_files_dir=tmp_path / "logs",
-            local_store_dir=tmp_path / "store",
-            local_jobs_dir=tmp_path / "jobs",
-            http_port=0,
-        )
-    )
-    yield svc
-    await svc.stop()
+async def service(start_service: StartService) -> Service:
+    return await start_service()
 
 
 

@@ -10,9 +10,8 @@ import nats
 import pytest
 from minio import Minio
 
-from tests.conftest import MINUTE_NS, SAMPLE_END_NS
+from tests.conftest import MINUTE_NS, SAMPLE_END_NS, base_settings
 from training_controller.bootstrap import Service
-from training_controller.config import Settings
 from training_controller.natsserver import NatsServer
 
 pytestmark = pytest.mark.slow
@@ -22,18 +21,13 @@ async def test_training_with_the_minio_store_reads_and_writes_s3_only(
     nats_server: NatsServer, nc: nats.NATS, sample_logs: Path, tmp_path: Path, s3_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The local launcher's training process inherits these, as a Kubernetes Job gets them from its Secret.
-    monkeypatch.setenv("MINIO_SERVER_URL", s3_url)
-    monkeypatch.setenv("MINIO_ACCESS_KEY", "ak")
-    monkeypatch.setenv("MINIO_SECRET_KEY", "sk")
-    settings = Settings(
-        nats_server_url=nats_server.url,
-        log_files_dir=sample_logs,
-        object_store="minio",
-        local_jobs_dir=tmp_path / "jobs",
-        train_epochs=1,
-        train_max_lines=200,
-        train_device="cpu",
+    # Nothing in the environment: the training process gets the controller's MinIO configuration.
+    for name in ("MINIO_SERVER_URL", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = base_settings(
+        nats_server.url, tmp_path, sample_logs,
+        object_store="minio", local_store_dir=None, minio_server_url=s3_url, minio_access_key="ak",
+        minio_secret_key="sk", train_max_lines=200,
     )
     service = await Service.start(settings)
     try:
@@ -62,5 +56,5 @@ async def test_training_with_the_minio_store_reads_and_writes_s3_only(
     latest = s3.get_object("opni-nulog-models", "nulog_model_latest.pt").read()
     assert latest == s3.get_object("opni-nulog-models", f"{job}/nulog_model.pt").read()
     spec = json.loads((tmp_path / "jobs" / job / "spec.json").read_text())
-    assert spec["data_uris"] == [f"s3://training-logs/{job}/windows.jsonl.gz"]
-    assert spec["output_uri"] == f"s3://opni-nulog-models/{job}"
+    assert spec["data"] == [f"s3://training-logs/{job}/windows.jsonl.gz"]
+    assert spec["output"] == f"s3://opni-nulog-models/{job}"

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import nats
 import pytest
 
+from tests.conftest import StartService
 from training_controller.bootstrap import Service
-from training_controller.config import Settings
-from training_controller.natsserver import NatsServer
 
 
 @pytest.fixture
-async def service(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Service]:
-    (tmp_path / "logs").mkdir()
-    settings = Settings(
-        nats_server_url=nats_server.url, log_files_dir=tmp_path / "logs", local_store_dir=tmp_path / "store"
-    )
-    svc = await Service.start(settings)
-    yield svc
-    await svc.stop()
+async def service(start_service: StartService) -> Service:
+    return await start_service()
 
 
 async def ask(nc: nats.NATS, subject: str, payload: bytes) -> bytes:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
 import pytest
 
-from tests.conftest import MINUTE_NS, SAMPLE_END_NS
+from tests.conftest import MINUTE_NS, SAMPLE_END_NS, Recorder, StartService, listen
 from training_controller.bootstrap import Service
-from training_controller.config import Settings
-from training_controller.natsserver import NatsServer
 
 pytestmark = pytest.mark.slow
 
@@ -22,47 +19,12 @@ VALID = {"model_to_train": "nulog", "time_intervals": [INTERVAL]}
 
 
 @pytest.fixture
-async def service(nats_server: NatsServer, sample_logs: Path, tmp_path: Path) -> AsyncIterator[Service]:
-    settings = Settings(
-        nats_server_url=nats_server.url,
-        log_files_dir=sample_logs,
-        local_store_dir=tmp_path / "store",
-        local_jobs_dir=tmp_path / "jobs",
-        train_epochs=1,
-        train_max_lines=300,
-        train_device="cpu",
-    )
-    svc = await Service.start(settings)
-    yield svc
-    await svc.stop()
-
-
-class Recorder:
-    """Collects the announcements of the wire contract in arrival order."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, bytes]] = []
-        self.job_ends = asyncio.Event()
-
-    async def on_message(self, msg) -> None:
-        self.seen.append((msg.subject, msg.data))
-        if msg.data == b"JobEnd":
-            self.job_ends.set()
-
-    async def wait_for_job_end(self, timeout: float = 240) -> None:
-        await asyncio.wait_for(self.job_ends.wait(), timeout)
-        self.job_ends.clear()
-
-    def names(self) -> list[str]:
-        return [data.decode() if subject == "gpu_trainingjob_status" else subject for subject, data in self.seen]
+async def service(start_service: StartService, sample_logs: Path) -> Service:
+    return await start_service(logs=sample_logs)
 
 
 async def recorder(nc: nats.NATS) -> Recorder:
-    rec = Recorder()
-    await nc.subscribe("gpu_trainingjob_status", cb=rec.on_message)
-    await nc.subscribe("model_ready", cb=rec.on_message)
-    await nc.flush()
-    return rec
+    return await listen(nc, ("gpu_trainingjob_status", "model_ready"))
 
 
 async def test_train_request_announces_job_start_model_ready_and_job_end_in_order(
@@ -72,7 +34,7 @@ async def test_train_request_announces_job_start_model_ready_and_job_end_in_orde
 
     reply = json.loads((await nc.request("train", json.dumps(VALID).encode(), timeout=10)).data)
     assert reply["status"] == "queued" and reply["queue_position"] == 0
-    await rec.wait_for_job_end()
+    await rec.wait_for_job_ends()
 
     assert rec.names() == ["JobStart", "model_ready", "JobEnd"]
     ready = json.loads(rec.seen[1][1])
@@ -132,7 +94,7 @@ async def test_malformed_train_requests_get_error_replies_and_the_next_valid_req
     await nc.publish("train", b"{broken")
 
     reply = json.loads((await nc.request("train", json.dumps(VALID).encode(), timeout=10)).data)
-    await rec.wait_for_job_end()
+    await rec.wait_for_job_ends()
     assert rec.names() == ["JobStart", "model_ready", "JobEnd"]
     assert json.loads(rec.seen[1][1])["job_id"] == reply["job_id"]
     jobs = json.loads((await nc.request("training_jobs", b"", timeout=5)).data)["jobs"]

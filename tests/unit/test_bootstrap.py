@@ -22,7 +22,7 @@ def settings(**values) -> Settings:
 )
 async def test_search_backends_are_built_from_es_settings(selector: str, kind: type) -> None:
     source = build_log_source(
-        settings(log_source=selector, es_endpoint="https://es.example:9200", es_username="u", es_password="pw-secret")
+        settings(log_source=selector, es_endpoint="https://es.example:9200", es_username="u", es_password="pw-secret").logs
     )
     try:
         assert type(source) is kind
@@ -31,7 +31,7 @@ async def test_search_backends_are_built_from_es_settings(selector: str, kind: t
 
 
 def test_files_source_is_the_default(tmp_path: Path) -> None:
-    assert isinstance(build_log_source(settings(log_files_dir=tmp_path)), FilesLogSource)
+    assert isinstance(build_log_source(settings(log_files_dir=tmp_path).logs), FilesLogSource)
 
 
 def test_a_search_backend_without_an_endpoint_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,7 +58,7 @@ def test_minio_store_is_built_from_minio_settings() -> None:
             minio_server_url="http://minio:9000",
             minio_access_key="ak",
             minio_secret_key="sk-secret",
-        )
+        ).store
     )
     assert isinstance(store, MinioObjectStore)
     assert store.uri("opni-nulog-models", "job1") == "s3://opni-nulog-models/job1"
@@ -92,8 +92,7 @@ def test_kubernetes_launcher_is_built_from_kubeconfig(tmp_path: Path, monkeypatc
 
     (tmp_path / "kubeconfig").write_text(KUBECONFIG)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
-    launcher = build_launcher(
-        settings(
+    configured = settings(
             launcher="kubernetes",
             object_store="minio",
             log_files_dir=tmp_path,
@@ -103,9 +102,10 @@ def test_kubernetes_launcher_is_built_from_kubeconfig(tmp_path: Path, monkeypatc
             nulog_train_image_name="registry.example/nulog-train",
             nulog_train_image_tag="1.2",
             job_namespace="training",
-        )
     )
+    launcher = build_launcher(configured.launch, configured.store)
     assert isinstance(launcher, KubernetesLauncher)
+    assert launcher.image == "registry.example/nulog-train:1.2" and launcher.namespace == "training"
 
 
 def test_kubernetes_launcher_with_a_local_store_is_refused(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from training_controller.config import ConfigError, Settings, load_settings
+from training_controller.config import _ENV_NAMES, ConfigError, Settings, load_settings
 
 SECRET = "s3cr3t-value"
 
@@ -17,7 +17,7 @@ SECRET = "s3cr3t-value"
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No variable that Settings reads, in any case, is left from the real environment."""
-    names = {name.lower() for name in Settings.model_fields}
+    names = set(_ENV_NAMES)
     for key in list(os.environ):
         if key.lower() in names:
             monkeypatch.delenv(key)
@@ -113,12 +113,13 @@ def test_full_valid_environment_loads_and_hides_secrets(clean_env, tmp_path: Pat
 
     settings = load_settings()
 
-    assert settings.nats_server_url == "nats://127.0.0.1:4222"
-    assert settings.log_files_dir == tmp_path / "logs"
-    assert settings.local_store_dir == tmp_path / "store"
-    assert (settings.window_seconds, settings.train_epochs, settings.train_max_lines) == (30, 2, 500)
-    assert (settings.train_device, settings.log_level) == ("cpu", "DEBUG")
-    assert settings.minio_secret_key is not None and settings.minio_secret_key.get_secret_value() == SECRET
+    assert settings.nats.url == "nats://127.0.0.1:4222"
+    assert settings.logs.files_dir == tmp_path / "logs"
+    assert settings.store.local_dir == tmp_path / "store"
+    t = settings.training
+    assert (t.window_seconds, t.epochs, t.max_lines, t.device, settings.log_level) == (30, 2, 500, "cpu", "DEBUG")
+    secret = settings.store.minio.secret_key
+    assert secret is not None and secret.get_secret_value() == SECRET
     assert SECRET not in repr(settings)
     assert SECRET not in str(settings)
     assert settings.jobs_dir() == tmp_path / "store-jobs"
@@ -130,9 +131,9 @@ def test_defaults_of_a_minimal_environment(clean_env, tmp_path: Path):
 
     settings = load_settings()
 
-    assert (settings.log_source, settings.object_store, settings.launcher) == ("files", "local", "local")
-    assert (settings.s3_bucket, settings.training_bucket) == ("opni-nulog-models", "training-logs")
-    assert settings.window_seconds == 60 and settings.max_documents is None
+    assert (settings.logs.kind, settings.store.kind, settings.launch.kind) == ("files", "local", "local")
+    assert (settings.store.models_bucket, settings.store.training_bucket) == ("opni-nulog-models", "training-logs")
+    assert settings.training.window_seconds == 60 and settings.training.max_documents is None
     assert settings.jobs_dir() == tmp_path / "jobs"
 
 
@@ -155,3 +156,21 @@ def test_serve_without_nats_server_url_exits_2_with_one_message():
     assert "NATS_SERVER_URL is required" in lines[0]
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+def test_sections_take_the_flat_names_and_unknown_names_are_an_error(tmp_path: Path):
+    settings = Settings(nats_server_url="nats://x:4222", log_files_dir=tmp_path, local_store_dir=tmp_path,
+                        train_epochs=4, minio_verify_tls=False, train_node_selector='{"gpu": "a100"}')
+
+    assert settings.training.epochs == 4
+    assert settings.store.minio.verify_tls is False
+    assert settings.launch.kubernetes.node_selector == {"gpu": "a100"}
+    with pytest.raises(ValueError, match="unknown setting.*TRAIN_EPOCS"):
+        Settings(nats_server_url="nats://x:4222", log_files_dir=tmp_path, local_store_dir=tmp_path, train_epocs=4)
+
+
+def test_every_variable_has_one_default_in_one_section():
+    # A section is the one home of its variables: no name is read by two fields.
+    assert len(_ENV_NAMES) == len(set(_ENV_NAMES))
+    assert _ENV_NAMES["minio_ca_file"] == ("store", "minio", "ca_file")
+    assert _ENV_NAMES["train_gpu_count"] == ("launch", "kubernetes", "gpu_count")

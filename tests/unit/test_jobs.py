@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from pydantic import ValidationError
 
+from nulog.protocol import ProgressEvent
 from training_controller.core.errors import IllegalTransition, PermanentError
-from training_controller.core.jobs import FINAL_PHASES, JobPhase, JobRecord
+from training_controller.core.jobs import FINAL_PHASES, Artifacts, JobPhase, JobRecord
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 NON_FINAL = [p for p in JobPhase if p not in FINAL_PHASES]
@@ -147,15 +149,41 @@ def test_advance_returns_a_new_record_and_leaves_the_old_one_unchanged():
     assert old.phase is JobPhase.QUEUED and old.log_count is None and len(old.history) == 1
 
 
+PROGRESS = ProgressEvent(epoch=1, epochs=2, step=5, steps=10, loss=0.5, percent=50, elapsed_s=3, eta_s=3)
+
+
 def test_evolve_changes_data_and_keeps_the_phase():
     old = _record_in(JobPhase.RUNNING)
 
-    new = old.evolve(progress={"percent": 50})
+    new = old.evolve(progress=PROGRESS)
 
     assert new.phase is JobPhase.RUNNING
-    assert new.progress == {"percent": 50}
+    assert new.progress == PROGRESS
     assert new.history == old.history
-    assert old.progress == {}
+    assert old.progress is None
+
+
+def test_evolve_refuses_a_misspelt_field():
+    record = _record()
+
+    with pytest.raises(TypeError, match="a job record has no field gpu_hed"):
+        record.evolve(gpu_hed=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"log_count": "lots"}, "log_count"), ({"gpu_held": "maybe"}, "gpu_held"), ({"progress": {"percent": 50}}, "progress")],
+)
+def test_evolve_refuses_a_value_of_the_wrong_type(change: dict, field: str):
+    record = _record()
+
+    with pytest.raises(TypeError, match=f"invalid change to job job-1: .*{field}"):
+        record.evolve(**change)
+
+
+def test_advance_validates_its_changes_too():
+    with pytest.raises(TypeError, match="log_count"):
+        _record().advance(JobPhase.EXPORTING, "exporting", log_count=-1)
 
 
 def test_evolve_refuses_a_phase_change():
@@ -167,17 +195,26 @@ def test_evolve_refuses_a_phase_change():
 
 
 def test_to_json_round_trips_through_model_validate():
-    record = _record_in(JobPhase.RUNNING).evolve(
-        progress={"epoch": 1, "loss": 0.5}, artifacts={"model": "j/nulog_model.pt"}, log_count=3
+    artifacts = Artifacts(
+        bucket="b", model="j/m.pt", vocab="j/v.txt", metrics="j/m.json", latest_model="m.pt", latest_vocab="v.txt"
     )
+    record = _record_in(JobPhase.RUNNING).evolve(progress=PROGRESS, artifacts=artifacts, log_count=3)
 
     data = record.to_json()
 
     assert data["phase"] == "running"
     assert isinstance(data["history"], list) and data["history"][0]["phase"] == "queued"
     assert JobRecord.model_validate(data) == record
+    assert JobRecord.model_validate_json(json.dumps(data)) == record
+
+
+def test_a_record_stored_before_its_contents_were_typed_still_loads():
+    data = _record().to_json() | {"progress": {}, "artifacts": {}, "training_data": {}}
+
+    record = JobRecord.model_validate(data)
+
+    assert record.progress is None and record.artifacts is None and record.training_data is None
 
 
 def test_phase_flags():
     assert {p for p in JobPhase if p.is_final} == {JobPhase.SUCCEEDED, JobPhase.FAILED, JobPhase.CANCELLED}
-    assert {p for p in JobPhase if p.holds_gpu} == {JobPhase.LAUNCHING, JobPhase.RUNNING}

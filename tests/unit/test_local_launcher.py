@@ -13,10 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from nulog.protocol import ErrorEvent, JobArgs, ProgressEvent
 from training_controller.adapters.launchers import local as local_module
-from training_controller.adapters.launchers.local import LocalLauncher, job_command, terminate_jobs
-from training_controller.core.errors import LauncherUnavailable
-from training_controller.core.ports import JobSpec, LauncherEvent
+from training_controller.adapters.launchers.local import LocalLauncher, terminate_jobs
+from training_controller.core.ports import (
+    Finished,
+    JobSpec,
+    LauncherEvent,
+    LogLine,
+    StillRunning,
+    TrainerOutput,
+)
 
 PROGRESS_1 = {"event": "progress", "epoch": 1, "epochs": 1, "step": 1, "steps": 2, "loss": 0.5, "percent": 50,
               "elapsed_s": 1, "eta_s": 1}
@@ -46,6 +53,10 @@ case "$mode" in
   sleep)
     echo '{json.dumps(PROGRESS_1)}'
     exec sleep 30 ;;
+  stubborn)
+    trap '' TERM
+    echo '{json.dumps(PROGRESS_1)}'
+    sleep 30 ;;
 esac
 """
 
@@ -77,15 +88,35 @@ def _mode(fake_python: Path, mode: str) -> None:
 
 
 def _spec(job_id: str = "job-1", **fields) -> JobSpec:
-    defaults = {"data_uris": ("/data/a.jsonl.gz",), "output_uri": "/models/job-1", "epochs": 1, "seed": 0}
-    return JobSpec(job_id=job_id, **{**defaults, **fields})
+    defaults = {"data": ("/data/a.jsonl.gz",), "output": "/models/job-1", "epochs": 1, "seed": 0}
+    return JobSpec(job_id=job_id, args=JobArgs(job_id=job_id, **{**defaults, **fields}))
 
 
 async def _events(launcher: LocalLauncher, job_id: str, timeout: float = 10.0) -> list[LauncherEvent]:
+    """Every event but the keep-alives."""
+
     async def collect() -> list[LauncherEvent]:
-        return [event async for event in launcher.events(job_id)]
+        return [event async for event in launcher.events(job_id) if not isinstance(event, StillRunning)]
 
     return await asyncio.wait_for(collect(), timeout)
+
+
+def live_members(pgid: int) -> list[int]:
+    """The pids of process group `pgid` that are not zombies."""
+    pids = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(stat_file.parent.name))
+    return pids
+
+
+def kinds(events: list[LauncherEvent]) -> list[str]:
+    names = {TrainerOutput: "event", LogLine: "log", Finished: "finished", StillRunning: "still running"}
+    return [names[type(e)] for e in events]
 
 
 async def _wait_for_exit_code(jobs_dir: Path, job_id: str, timeout: float = 10.0) -> None:
@@ -110,10 +141,10 @@ async def test_successful_job_reports_progress_log_lines_and_one_finished_event(
     await launcher.launch(_spec())
     events = await _events(launcher, "job-1")
 
-    assert [e.kind for e in events] == ["progress", "log", "progress", "finished"]
-    assert events[0].data == PROGRESS_1
-    assert events[1].data == {"line": "plain text, not an event"}
-    assert events[2].data == PROGRESS_2
+    assert kinds(events) == ["event", "log", "event", "finished"]
+    assert events[0] == TrainerOutput(ProgressEvent(**PROGRESS_1))
+    assert events[1] == LogLine("plain text, not an event")
+    assert events[2] == TrainerOutput(ProgressEvent(**PROGRESS_2))
     assert events[-1].succeeded is True
     assert events[-1].message == "exit code 0"
     assert json.loads((jobs_dir / "job-1" / "spec.json").read_text())["job_id"] == "job-1"
@@ -127,8 +158,8 @@ async def test_failing_job_ends_with_a_failed_event_carrying_its_error_message(j
     await launcher.launch(_spec())
     events = await _events(launcher, "job-1")
 
-    assert [e.kind for e in events] == ["progress", "progress", "finished"]
-    assert events[1].data == {"event": "error", "message": "out of memory"}
+    assert kinds(events) == ["event", "event", "finished"]
+    assert events[1] == TrainerOutput(ErrorEvent(message="out of memory"))
     finished = events[-1]
     assert finished.succeeded is False
     assert finished.message == "exit code 1: out of memory"
@@ -141,7 +172,7 @@ async def test_failing_job_without_an_error_event_reports_its_stderr(jobs_dir: P
     await launcher.launch(_spec())
     events = await _events(launcher, "job-1")
 
-    assert [e.kind for e in events] == ["finished"]
+    assert kinds(events) == ["finished"]
     assert events[0].succeeded is False
     assert events[0].message == "exit code 3: dying quietly"
 
@@ -155,7 +186,7 @@ async def test_cancel_ends_a_running_job_with_a_failed_finished_event(jobs_dir: 
     await launcher.cancel("job-1")
     events = await _events(launcher, "job-1")
 
-    assert [e.kind for e in events] == ["progress", "finished"]
+    assert kinds(events) == ["event", "finished"]
     assert events[-1].succeeded is False
     assert events[-1].message
     assert [j.state for j in await LocalLauncher(jobs_dir).list_jobs()] == ["failed"]
@@ -210,8 +241,8 @@ async def test_new_launcher_replays_the_events_of_a_finished_job(jobs_dir: Path,
 
     events = await _events(LocalLauncher(jobs_dir, python=str(fake_python)), "job-1")
 
-    assert [e.kind for e in events] == ["progress", "progress", "finished"]
-    assert events[0].data == PROGRESS_1
+    assert kinds(events) == ["event", "event", "finished"]
+    assert events[0] == TrainerOutput(ProgressEvent(**PROGRESS_1))
     assert (events[-1].succeeded, events[-1].message) == (False, "exit code 1: out of memory")
 
 
@@ -222,7 +253,7 @@ async def test_events_of_a_replayed_successful_job_end_in_success(jobs_dir: Path
 
     events = await _events(LocalLauncher(jobs_dir), "job-1")
 
-    assert [e.kind for e in events] == ["progress", "log", "progress", "finished"]
+    assert kinds(events) == ["event", "log", "event", "finished"]
     assert events[-1].succeeded is True
 
 
@@ -234,20 +265,68 @@ async def test_last_line_without_newline_is_still_reported(jobs_dir: Path):
 
     events = await _events(LocalLauncher(jobs_dir), "job-1")
 
-    assert [e.kind for e in events] == ["progress", "finished"]
+    assert kinds(events) == ["event", "finished"]
     assert events[-1].message == "exit code 1: out of memory"
 
 
-async def test_launching_the_same_job_id_twice_raises_launcher_unavailable(jobs_dir: Path, fake_python: Path):
+async def test_launching_a_job_that_was_launched_already_starts_nothing(jobs_dir: Path, fake_python: Path):
+    _mode(fake_python, "args")
+    launcher = LocalLauncher(jobs_dir, python=str(fake_python))
+    await launcher.launch(_spec())
+    await _wait_for_exit_code(jobs_dir, "job-1")
+
+    await launcher.launch(_spec())
+    await LocalLauncher(jobs_dir, python=str(fake_python)).launch(_spec())
+
+    events = await _events(launcher, "job-1")
+    assert kinds(events)[-1] == "finished"
+    assert [e.line for e in events if isinstance(e, LogLine)].count("--job-id") == 1
+
+
+async def test_a_launch_that_died_before_its_process_started_is_launched_again(jobs_dir: Path, fake_python: Path):
+    (jobs_dir / "job-1").mkdir(parents=True)  # the controller died between mkdir and the process
+    (jobs_dir / "job-1" / "spec.json").write_text("{}")
     _mode(fake_python, "succeed")
+    launcher = LocalLauncher(jobs_dir, python=str(fake_python))
+
+    assert await launcher.list_jobs() == []
+    await launcher.launch(_spec())
+    events = await _events(launcher, "job-1")
+
+    assert events[-1] == Finished(succeeded=True, message="exit code 0")
+
+
+async def test_cancel_kills_a_trainer_that_ignores_sigterm_and_returns_once_it_has_ended(
+    jobs_dir: Path, fake_python: Path
+):
+    _mode(fake_python, "stubborn")
+    launcher = LocalLauncher(jobs_dir, python=str(fake_python), cancel_grace_seconds=0.5)
+    await launcher.launch(_spec())
+    await _wait_for_line(jobs_dir, "job-1")
+    pgid = int((jobs_dir / "job-1" / "pid").read_text())
+
+    started = time.monotonic()
+    await launcher.cancel("job-1")
+
+    assert time.monotonic() - started >= 0.5  # it waited out the grace period, then killed
+    assert live_members(pgid) == []  # nothing of the job's process group runs
+    assert kinds(await _events(launcher, "job-1"))[-1] == "finished"
+
+
+async def test_a_quiet_job_is_reported_still_running(jobs_dir: Path, fake_python: Path, monkeypatch):
+    monkeypatch.setattr(local_module, "STILL_RUNNING_SECONDS", 0.1)
+    _mode(fake_python, "sleep")
     launcher = LocalLauncher(jobs_dir, python=str(fake_python))
     await launcher.launch(_spec())
 
-    with pytest.raises(LauncherUnavailable, match="job job-1 was already launched"):
-        await launcher.launch(_spec())
-    with pytest.raises(LauncherUnavailable):
-        await LocalLauncher(jobs_dir, python=str(fake_python)).launch(_spec())
-    assert [e.kind for e in await _events(launcher, "job-1")][-1] == "finished"
+    seen: list[LauncherEvent] = []
+    async for event in launcher.events("job-1"):
+        seen.append(event)
+        if sum(isinstance(e, StillRunning) for e in seen) >= 2:
+            break
+    await launcher.cancel("job-1")
+
+    assert isinstance(seen[0], TrainerOutput)
 
 
 async def test_launch_with_a_missing_interpreter_ends_in_failure(jobs_dir: Path, tmp_path: Path):
@@ -256,41 +335,21 @@ async def test_launch_with_a_missing_interpreter_ends_in_failure(jobs_dir: Path,
     await launcher.launch(_spec())
     events = await _events(launcher, "job-1")
 
-    assert events[-1].kind == "finished" and events[-1].succeeded is False
+    assert isinstance(events[-1], Finished) and events[-1].succeeded is False
     assert events[-1].message.startswith("exit code 127")
 
 
 async def test_job_receives_the_command_line_of_its_spec(jobs_dir: Path, fake_python: Path):
     _mode(fake_python, "args")
     launcher = LocalLauncher(jobs_dir, python=str(fake_python))
-    spec = _spec(data_uris=("/d/one file.gz", "/d/two.gz"), max_lines=50)
+    spec = _spec(data=("/d/one file.gz", "/d/two.gz"), max_lines=50)
 
     await launcher.launch(spec)
     events = await _events(launcher, "job-1")
 
-    assert [e.data["line"] for e in events[:-1]] == job_command(spec, python=str(fake_python))[1:]
-
-
-def test_job_command_holds_every_setting_of_the_spec():
-    spec = JobSpec(
-        job_id="j1", data_uris=("/a.gz", "/b.gz"), output_uri="/out/j1", epochs=4, seed=7, max_lines=100, device="cpu"
-    )
-
-    cmd = job_command(spec, python="/usr/bin/python3")
-
-    assert cmd == [
-        "/usr/bin/python3", "-m", "nulog.job", "--job-id", "j1", "--data", "/a.gz", "/b.gz", "--output", "/out/j1",
-        "--epochs", "4", "--seed", "7", "--device", "cpu", "--max-lines", "100",
-    ]
-
-
-def test_job_command_leaves_out_max_lines_when_not_set():
-    cmd = job_command(_spec(), python="py")
-
-    assert "--max-lines" not in cmd
-    assert cmd[cmd.index("--device") + 1] == "auto"
-    assert cmd[cmd.index("--data") + 1] == "/data/a.jsonl.gz"
-    assert cmd[cmd.index("--output") + 1] == "/models/job-1"
+    argv = [e.line for e in events[:-1]]
+    assert argv == spec.command(str(fake_python))[1:]
+    assert JobArgs.from_argv(argv[2:]) == spec.args  # what the job reads back is what was launched
 
 
 async def test_terminate_jobs_signals_only_running_jobs(jobs_dir: Path, fake_python: Path):
@@ -306,7 +365,7 @@ async def test_terminate_jobs_signals_only_running_jobs(jobs_dir: Path, fake_pyt
 
     assert signalled == ["busy"]
     events = await _events(launcher, "busy")
-    assert events[-1].kind == "finished" and events[-1].succeeded is False
+    assert isinstance(events[-1], Finished) and events[-1].succeeded is False
     assert (jobs_dir / "done" / "exit_code").read_text().strip() == "0"  # the ended job was left alone
 
 
@@ -319,8 +378,8 @@ def test_terminate_jobs_ignores_stale_and_garbled_pid_files(tmp_path: Path):
     assert terminate_jobs(tmp_path) == []
 
 
-async def test_healthy_creates_a_writable_jobs_dir(jobs_dir: Path):
-    assert await LocalLauncher(jobs_dir).healthy() is True
+async def test_ping_creates_a_writable_jobs_dir(jobs_dir: Path):
+    assert await LocalLauncher(jobs_dir).ping() is True
     assert await asyncio.to_thread(jobs_dir.is_dir)
 
 

@@ -21,7 +21,10 @@ import yaml
 from kubernetes import client
 from packaging.version import Version
 
-from training_controller.adapters.launchers.kubernetes import KubernetesJobSettings, KubernetesLauncher
+from nulog.objectstore import MinioConfig
+from nulog.protocol import JobArgs
+from training_controller.adapters.launchers.kubernetes import KubernetesLauncher
+from training_controller.config import KubernetesSettings
 from training_controller.core.ports import JobSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,11 +36,14 @@ K8S_VERSION = kubernetes_validate.latest_version()
 SECRET_NAME = re.compile(r"(KEY|SECRET|PASSWORD|TOKEN|CREDENTIAL)", re.IGNORECASE)
 SPEC = JobSpec(
     job_id="0123456789ab",
-    data_uris=("s3://training-logs/0123456789ab/windows.jsonl.gz",),
-    output_uri="s3://opni-nulog-models/0123456789ab",
-    epochs=3,
-    seed=0,
-    max_lines=10_000,
+    args=JobArgs(
+        job_id="0123456789ab",
+        data=("s3://training-logs/0123456789ab/windows.jsonl.gz",),
+        output="s3://opni-nulog-models/0123456789ab",
+        epochs=3,
+        seed=0,
+        max_lines=10_000,
+    ),
 )
 
 
@@ -59,10 +65,8 @@ def built_job(**settings: Any) -> dict[str, Any]:
     api = client.ApiClient(client.Configuration(host="http://127.0.0.1:1"))  # never called: the Job is only built
     launcher = KubernetesLauncher(
         api,
-        namespace=NAMESPACE,
-        image_name="registry.example/nulog-train",
-        image_tag="0.1.0",
-        settings=KubernetesJobSettings(minio_server_url="http://minio.opni-training.svc:9000", **settings),
+        KubernetesSettings(namespace=NAMESPACE, image_name="registry.example/nulog-train", image_tag="0.1.0", **settings),
+        minio=MinioConfig(url="http://minio.opni-training.svc:9000"),
     )
     return api.sanitize_for_serialization(launcher.build_job(SPEC))
 
@@ -360,4 +364,4 @@ def test_the_trainer_image_runs_the_job_entrypoint_as_a_non_root_user() -> None:
     assert "[nulog]" in stage
     assert re.search(r"^USER 10001", stage, re.MULTILINE)  # the uid the launcher's Job runs as
     assert 'ENTRYPOINT ["python", "-m", "nulog.job"]' in stage
-    assert KubernetesJobSettings().run_as_user == 10001
+    assert KubernetesSettings().run_as_user == 10001

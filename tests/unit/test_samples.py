@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from training_controller.samples import generate_documents, iter_documents, write_sample_logs
+from training_controller.demo.samples import generate_documents, iter_documents, write_sample_logs
 
 NS = 1_000_000_000
 START = 1_617_038_162 * NS  # 2021-03-29 17:16:02 UTC

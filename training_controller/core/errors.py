@@ -4,7 +4,9 @@
     ├── TemporaryError            retry later, after `delay` seconds
     │   ├── SourceUnavailable     the log backend did not answer
     │   ├── StorageUnavailable    the object store did not answer
-    │   └── LauncherUnavailable   the launcher (Kubernetes API, local process table) did not answer
+    │   ├── LauncherUnavailable   the launcher (Kubernetes API, local process table) did not answer
+    │   ├── StateUnavailable      the state store (JetStream KV) did not answer: NATS down, paused, slow
+    │   └── EventsUnavailable     an announcement could not be handed to NATS
     └── PermanentError            retrying will not help: fail the job with this message
         ├── InvalidRequest        the request itself is wrong (bad payload, unknown job)
         │   └── SourceRejected    the log backend refused the query (credentials, index)
@@ -15,10 +17,14 @@
         ├── NoTrainingData        the query matched no log documents
         ├── IllegalTransition     a job record was asked to move to a phase it cannot reach
         ├── JobNotFound           no record with that job id
-        └── TrainingFailed        the training job ended without a usable model
+        ├── TrainingFailed        the training job ended without a usable model
+        └── DeadlineExceeded      a temporary failure outlasted the job's deadline
 
 Adapters translate their clients' exceptions at the boundary (`raise StorageUnavailable(...) from e`), so the
-core never sees an Elasticsearch, S3 or Kubernetes exception.
+core never sees an Elasticsearch, S3, Kubernetes or NATS exception. The job runner's policy follows the tree:
+a TemporaryError is retried after its `delay` (with backoff) while the job's deadline allows, a
+PermanentError fails the job with its message, and any other exception is a bug: it is logged with its
+traceback and fails the job, never the worker.
 """
 
 from __future__ import annotations
@@ -46,6 +52,14 @@ class StorageUnavailable(TemporaryError):
 
 class LauncherUnavailable(TemporaryError):
     """The launcher could not be reached."""
+
+
+class StateUnavailable(TemporaryError):
+    """The state store did not take or give a value in time."""
+
+
+class EventsUnavailable(TemporaryError):
+    """An announcement could not be handed to the message bus."""
 
 
 class PermanentError(ControllerError):
@@ -90,3 +104,7 @@ class JobNotFound(PermanentError):
 
 class TrainingFailed(PermanentError):
     """The training job ended without a usable model."""
+
+
+class DeadlineExceeded(PermanentError):
+    """A step kept failing for a temporary reason until the job's deadline passed."""

@@ -1,9 +1,11 @@
 """Whether the GPU is busy, and who may use it.
 
 The GPU is taken by this controller's own training (between its JobStart and JobEnd) or by an external
-trainer that announced `JobStart` on `gpu_trainingjob_status`. An external trainer may die without its
-`JobEnd`; its claim then lapses after `reset_seconds`, so that inference is never locked out for good.
-External claims live in the state store, so a restarted controller still knows about them.
+trainer that announced `JobStart` on `gpu_trainingjob_status`. Both kinds of claim are stored state: the
+controller's own claims are the job records with `gpu_held` (restored with `restore_own` before the first
+`gpu_service_inference` is answered after a restart), the external ones live under `gpuTrainingState`. An
+external trainer may die without its `JobEnd`; its claim then lapses after `reset_seconds`, so that
+inference is never locked out for good.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from training_controller.core.ports import StateStore
 
@@ -31,23 +33,31 @@ class GpuArbiter:
         self._external: list[float] = []  # start times of external claims, oldest first
         self._changed = asyncio.Event()
 
-    async def load(self) -> None:
-        """Read the external claims a previous controller left."""
+    async def load(self, own: Iterable[str] = ()) -> None:
+        """Take up the claims a previous controller left: its jobs that still hold the GPU, and the external
+        claims it stored."""
+        self._own.update(own)
         saved = await self._state.get_value(GPU_STATE_KEY) or {}
         # Union, not replace: a claim that arrived while this read was in flight is already in memory.
         self._external = sorted({*self._external, *(float(t) for t in saved.get("external_since", []))})
+        if self._own:
+            log.info("GPU held by job(s) %s, taken up from the stored records", ", ".join(sorted(self._own)))
 
     async def _save(self) -> None:
         await self._state.put_value(GPU_STATE_KEY, {"external_since": self._external})
         self._changed.set()
 
     def hold(self, job_id: str) -> None:
-        """One of our jobs took the GPU."""
+        """One of our jobs took the GPU (its record says so before JobStart goes out)."""
         self._own.add(job_id)
 
     def release(self, job_id: str) -> None:
         self._own.discard(job_id)
         self._changed.set()
+
+    @property
+    def own(self) -> frozenset[str]:
+        return frozenset(self._own)
 
     async def external_start(self) -> None:
         self._external.append(self._clock())
@@ -62,7 +72,9 @@ class GpuArbiter:
         now = self._clock()
         kept = [t for t in self._external if now - t < self._reset_seconds]
         if len(kept) != len(self._external):
-            log.warning("an external training claimed the GPU without JobEnd for %.0fs; no longer counted", self._reset_seconds)
+            log.warning(
+                "an external training claimed the GPU without JobEnd for %.0fs; no longer counted", self._reset_seconds
+            )
             self._external = kept
 
     def external_busy(self) -> bool:

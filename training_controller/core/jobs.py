@@ -1,8 +1,10 @@
 """The job record and its lifecycle.
 
 A record is an immutable value: every change makes a new record through `JobRecord.advance` (phase changes,
-which are checked against the lifecycle) or `JobRecord.evolve` (data within a phase). Records are JSON-safe so
-that the state store can keep them as they are, with ISO-8601 UTC timestamps.
+which are checked against the lifecycle) or `JobRecord.evolve` (data within a phase). Both validate the new
+record as a whole, so a misspelt field or a value of the wrong type raises at once instead of being stored.
+What the record holds is typed (the query, the parameters, where the data and the model are, the latest
+progress), and it is JSON-safe so that the state store keeps it as it is, with ISO-8601 UTC timestamps.
 
     queued → exporting → launching → running → succeeded | failed | cancelled
     (any phase before a final one may also go straight to failed or cancelled)
@@ -14,9 +16,11 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from nulog.protocol import ProgressEvent
 from training_controller.core.errors import IllegalTransition
+from training_controller.core.queries import LogQuery
 
 
 class JobPhase(enum.StrEnum):
@@ -34,18 +38,13 @@ class JobPhase(enum.StrEnum):
     def is_final(self) -> bool:
         return self in FINAL_PHASES
 
-    @property
-    def holds_gpu(self) -> bool:
-        """Whether a job in this phase has announced JobStart and not yet JobEnd."""
-        return self in (JobPhase.LAUNCHING, JobPhase.RUNNING)
-
 
 FINAL_PHASES = frozenset({JobPhase.SUCCEEDED, JobPhase.FAILED, JobPhase.CANCELLED})
 
 _NEXT: dict[JobPhase, frozenset[JobPhase]] = {
     JobPhase.QUEUED: frozenset({JobPhase.EXPORTING}),
     JobPhase.EXPORTING: frozenset({JobPhase.LAUNCHING}),
-    JobPhase.LAUNCHING: frozenset({JobPhase.RUNNING, JobPhase.SUCCEEDED}),
+    JobPhase.LAUNCHING: frozenset({JobPhase.RUNNING}),
     JobPhase.RUNNING: frozenset({JobPhase.SUCCEEDED}),
 }
 
@@ -55,20 +54,54 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class PhaseChange(BaseModel):
-    """One step of a job's history."""
+def epoch_seconds(iso: str) -> float:
+    """Seconds since the epoch of a timestamp written by `utc_now`."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
-    model_config = ConfigDict(frozen=True)
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PhaseChange(_Value):
+    """One step of a job's history."""
 
     phase: JobPhase
     at: str
     message: str
 
 
-class JobRecord(BaseModel):
-    """Everything known about one training job."""
+class TrainingParameters(_Value):
+    """The settings a job trains with, fixed when it is queued."""
 
-    model_config = ConfigDict(frozen=True)
+    epochs: int = Field(ge=1)
+    seed: int = Field(ge=0)
+    max_lines: int | None = Field(default=None, ge=1)
+    device: str = "auto"
+    window_seconds: int = Field(default=60, ge=1)
+
+
+class TrainingData(_Value):
+    """Where the exported training data lies in the object store."""
+
+    bucket: str
+    data: str
+    manifest: str
+
+
+class Artifacts(_Value):
+    """Where the trained model lies in the object store."""
+
+    bucket: str
+    model: str
+    vocab: str
+    metrics: str
+    latest_model: str
+    latest_vocab: str
+
+
+class JobRecord(_Value):
+    """Everything known about one training job."""
 
     job_id: str
     seq: int = Field(description="Submission order; the queue runs jobs by increasing seq.")
@@ -76,15 +109,18 @@ class JobRecord(BaseModel):
     message: str = "waiting for its turn"
     model: str = "nulog"
     request: dict[str, Any] = Field(default_factory=dict, description="The request as it was received.")
-    query: dict[str, Any] = Field(default_factory=dict, description="The log query the request became.")
+    query: LogQuery | None = Field(default=None, description="The log query the request became.")
     requested_by: str = ""
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    log_count: int | None = None
+    parameters: TrainingParameters | None = None
+    log_count: int | None = Field(default=None, ge=0)
     train_data_version_hash: str | None = None
-    training_data: dict[str, str] = Field(default_factory=dict, description="Object locations of the data.")
-    artifacts: dict[str, str] = Field(default_factory=dict, description="Object locations of the model.")
-    progress: dict[str, Any] = Field(default_factory=dict, description="The latest progress report.")
+    training_data: TrainingData | None = None
+    artifacts: Artifacts | None = None
+    progress: ProgressEvent | None = Field(default=None, description="The trainer's latest progress report.")
     gpu_held: bool = Field(default=False, description="JobStart was announced and JobEnd not yet.")
+    trainer_may_run: bool = Field(default=False, description="The trainer was launched and not seen to end.")
+    trained: bool = Field(default=False, description="The trainer ended well; its model is being published.")
+    announced: bool = Field(default=False, description="model_ready went out for this job's model.")
     cancel_requested: bool = False
     msg_id: str | None = Field(default=None, description="The request's Nats-Msg-Id, if it had one.")
     request_hash: str = Field(default="", description="sha256 of the request payload, to match its copies.")
@@ -95,6 +131,12 @@ class JobRecord(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     history: tuple[PhaseChange, ...] = ()
+
+    @field_validator("query", "parameters", "training_data", "artifacts", "progress", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # Records written before these fields were typed stored `{}` for "nothing yet".
+        return None if value == {} else value
 
     @classmethod
     def new(cls, *, job_id: str, seq: int, **fields: Any) -> JobRecord:
@@ -123,15 +165,26 @@ class JobRecord(BaseModel):
         if phase.is_final:
             changes.setdefault("finished_at", now)
         step = PhaseChange(phase=phase, at=now, message=message)
-        return self.model_copy(
-            update={"phase": phase, "message": message, "updated_at": now, "history": (*self.history, step), **changes}
-        )
+        return self._replace(phase=phase, message=message, updated_at=now, history=(*self.history, step), **changes)
 
     def evolve(self, **changes: Any) -> JobRecord:
         """A copy of this record with data changed and the phase kept."""
         if "phase" in changes:
             raise ValueError("use advance() to change a job's phase")
-        return self.model_copy(update={"updated_at": utc_now(), **changes})
+        return self._replace(updated_at=utc_now(), **changes)
+
+    def _replace(self, **changes: Any) -> JobRecord:
+        unknown = sorted(set(changes) - set(type(self).model_fields))
+        if unknown:
+            raise TypeError(f"a job record has no field {', '.join(unknown)}")
+        try:
+            return type(self).model_validate({**dict(self), **changes})
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+                for item in e.errors(include_url=False, include_input=False)
+            )
+            raise TypeError(f"invalid change to job {self.job_id}: {problems}") from None
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

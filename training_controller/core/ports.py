@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training_controller.core.jobs import JobRecord
+from nulog.protocol import JobArgs, TrainerEvent
+from training_controller.core.jobs import JobPhase, JobRecord
 from training_controller.core.queries import LogQuery
 
 LogDocument = dict[str, Any]
@@ -73,20 +74,23 @@ class ObjectStore(abc.ABC):
         """Where a training job finds this object or prefix: a local path or an s3:// URI."""
 
     async def ping(self) -> bool:
+        """Whether the store answers."""
         return True
+
+    async def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
+        """Release connections."""
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What a launcher needs to start one training job."""
+    """What a launcher needs to start one training job: its id and the trainer's arguments."""
 
     job_id: str
-    data_uris: tuple[str, ...]
-    output_uri: str
-    epochs: int
-    seed: int
-    max_lines: int | None = None
-    device: str = "auto"
+    args: JobArgs
+
+    def command(self, python: str) -> list[str]:
+        """The trainer's command line with this interpreter (`python` in the training image)."""
+        return self.args.command(python)
 
 
 @dataclass(frozen=True)
@@ -99,13 +103,44 @@ class LaunchedJob:
 
 
 @dataclass(frozen=True)
-class LauncherEvent:
-    """Something a running job reported: a progress line, a log line, or its end."""
+class TrainerOutput:
+    """A machine-readable event of the trainer (the trainer contract's stage, progress, done, error)."""
 
-    kind: str  # "progress" | "log" | "finished"
-    data: dict[str, Any] = field(default_factory=dict)
-    succeeded: bool = False
+    event: TrainerEvent
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """A human-readable line of the trainer's log."""
+
+    line: str
+
+
+@dataclass(frozen=True)
+class StillRunning:
+    """The job runs and had nothing to say for a while; keeps the follower's watchdog fed."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The job ended; always the last event."""
+
+    succeeded: bool
     message: str = ""
+
+
+LauncherEvent = TrainerOutput | LogLine | StillRunning | Finished
+
+
+@dataclass(frozen=True)
+class PhaseUpdate:
+    """A job moved to a new phase."""
+
+    phase: JobPhase
+    message: str
+
+
+JobUpdate = PhaseUpdate | TrainerOutput | LogLine
 
 
 class Launcher(abc.ABC):
@@ -115,22 +150,34 @@ class Launcher(abc.ABC):
 
     @abc.abstractmethod
     async def launch(self, spec: JobSpec) -> None:
-        """Start the job; returns once it has been created."""
+        """Start the job; returns once it has been created. Launching a job that exists already is no error."""
 
     @abc.abstractmethod
     def events(self, job_id: str) -> AsyncIterator[LauncherEvent]:
-        """The job's progress and log lines, ending with one `finished` event."""
+        """The job's events and log lines, from its start, ending with one `Finished`.
+
+        Following may be started again (after a restart of the controller, or after a TemporaryError broke
+        it off): it yields the job's story from the beginning, or what the launcher still knows of it.
+        A launcher should yield `StillRunning` at least every `STILL_RUNNING_SECONDS` while the job is quiet.
+        """
 
     @abc.abstractmethod
     async def cancel(self, job_id: str) -> None:
-        """Stop the job if it runs."""
+        """Stop the job, and return only once its trainer no longer runs (it may have ended already)."""
 
     @abc.abstractmethod
     async def list_jobs(self) -> list[LaunchedJob]:
         """The jobs that exist, for reconciliation after a restart."""
 
-    async def healthy(self) -> bool:
+    async def ping(self) -> bool:
+        """Whether the launcher can start jobs now."""
         return True
+
+    async def close(self) -> None:  # noqa: B027 - most launchers hold nothing to release
+        """Release connections."""
+
+
+STILL_RUNNING_SECONDS = 10.0
 
 
 class StateStore(abc.ABC):
@@ -160,9 +207,14 @@ class StateStore(abc.ABC):
     async def next_seq(self) -> int:
         """A number larger than any handed out before, also across restarts."""
 
+    async def ping(self) -> bool:
+        """Whether the store can take writes now."""
+        return True
+
 
 class Events(abc.ABC):
-    """Announces what happened to the services that listen."""
+    """Announces what happened to the services that listen; a bus that cannot take a message now raises
+    EventsUnavailable."""
 
     @abc.abstractmethod
     async def job_start(self, job_id: str) -> None:
@@ -181,8 +233,8 @@ class Events(abc.ABC):
         """The model is being trained or was reset."""
 
     @abc.abstractmethod
-    async def job_progress(self, job_id: str, data: dict[str, Any]) -> None:
-        """A phase change, progress report or log line of one job."""
+    async def job_progress(self, job_id: str, update: JobUpdate) -> None:
+        """A phase change, trainer event or log line of one job."""
 
     @abc.abstractmethod
     async def workload_parameters(self, workloads: dict[str, Any], status_type: str) -> None:

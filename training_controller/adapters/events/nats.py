@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from training_controller.bus import Bus
-from training_controller.core.ports import Events
+from training_controller.core.ports import Events, JobUpdate
 from training_controller.messages import (
     CONTROLLER_HEADER,
     JOB_END,
@@ -15,6 +15,7 @@ from training_controller.messages import (
     ModelUpdate,
     ModelWorkloadParameters,
     Subjects,
+    job_log_message,
 )
 
 
@@ -40,8 +41,8 @@ class NatsEvents(Events):
     async def model_update(self, status: str) -> None:
         await self.bus.publish(Subjects.MODEL_UPDATE, ModelUpdate(status=status))
 
-    async def job_progress(self, job_id: str, data: dict[str, Any]) -> None:
-        await self.bus.publish(Subjects.training_logs(job_id), {"job_id": job_id, **data})
+    async def job_progress(self, job_id: str, update: JobUpdate) -> None:
+        await self.bus.publish(Subjects.training_logs(job_id), job_log_message(job_id, update))
 
     async def workload_parameters(self, workloads: dict[str, Any], status_type: str) -> None:
         payload = ModelWorkloadParameters(workloads=workloads, status_type=status_type)

@@ -30,7 +30,6 @@ import re
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +37,10 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from training_controller.adapters.launchers.local import job_command, parse_line
+from nulog.objectstore import MinioConfig
+from nulog.protocol import ErrorEvent
+from training_controller.adapters.launchers.output import parse_line
+from training_controller.config import KubernetesSettings
 from training_controller.core.errors import (
     ControllerError,
     InvalidRequest,
@@ -47,7 +49,15 @@ from training_controller.core.errors import (
     LauncherUnavailable,
     PermanentError,
 )
-from training_controller.core.ports import JobSpec, LaunchedJob, Launcher, LauncherEvent
+from training_controller.core.ports import (
+    Finished,
+    JobSpec,
+    LaunchedJob,
+    Launcher,
+    LauncherEvent,
+    LogLine,
+    TrainerOutput,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,32 +73,6 @@ _JOB_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,49}[a-z0-9])?$")
 _RETRY_SECONDS = 2.0
 _LOG_RECONNECTS = 5
 _LOG_RESUME_MARGIN = 60  # seconds
-
-
-@dataclass(frozen=True)
-class KubernetesJobSettings:
-    """How the training Job is shaped, and how long the launcher waits on the API."""
-
-    gpu_resource: str = "nvidia.com/gpu"
-    gpu_count: int = 1  # 0: no GPU limit at all
-    backoff_limit: int = 2
-    active_deadline_seconds: int = 6 * 3600
-    ttl_seconds_after_finished: int = 24 * 3600
-    service_account: str | None = None
-    credentials_secret: str | None = "training-controller"  # None: the pod gets no MinIO credentials
-    access_key_key: str = "MINIO_ACCESS_KEY"
-    secret_key_key: str = "MINIO_SECRET_KEY"
-    minio_server_url: str | None = None
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    tolerations: tuple[Mapping[str, Any], ...] = ()  # as in a pod spec: {"key":..,"operator":..,"effect":..}
-    image_pull_secrets: tuple[str, ...] = ()
-    image_pull_policy: str | None = None
-    resource_requests: Mapping[str, str] = field(default_factory=dict)  # e.g. {"cpu": "2", "memory": "8Gi"}
-    run_as_user: int = 10001  # the trainer image's user
-    request_timeout_seconds: float = 30.0
-    watch_timeout_seconds: int = 300  # the API server ends each watch after this; the launcher resumes it
-    poll_seconds: float = 2.0  # how often to look for the Job's pod
-    log_drain_seconds: float = 30.0  # how long to wait, once the Job ended, for the rest of its log
 
 
 def job_name(job_id: str) -> str:
@@ -116,30 +100,20 @@ class KubernetesLauncher(Launcher):
     name = "kubernetes"
 
     def __init__(
-        self,
-        api_client: client.ApiClient,
-        *,
-        namespace: str,
-        image_name: str,
-        image_tag: str = "latest",
-        settings: KubernetesJobSettings | None = None,
+        self, api_client: client.ApiClient, settings: KubernetesSettings, *, minio: MinioConfig | None = None
     ) -> None:
+        if not settings.image_name:
+            raise ValueError("the kubernetes launcher needs the training image (NULOG_TRAIN_IMAGE_NAME)")
         self.api_client = api_client
-        self.namespace = namespace
-        self.image = f"{image_name}:{image_tag}"
-        self.settings = settings or KubernetesJobSettings()
+        self.settings = settings
+        self.namespace = settings.namespace
+        self.image = settings.image
+        self.minio = minio or MinioConfig()
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
 
     @classmethod
-    def from_environment(
-        cls,
-        *,
-        namespace: str,
-        image_name: str,
-        image_tag: str = "latest",
-        settings: KubernetesJobSettings | None = None,
-    ) -> KubernetesLauncher:
+    def from_environment(cls, settings: KubernetesSettings, *, minio: MinioConfig | None = None) -> KubernetesLauncher:
         """A launcher with the in-cluster service account, or else the kubeconfig (`KUBECONFIG`, ~/.kube/config)."""
         configuration = client.Configuration()
         try:
@@ -150,13 +124,7 @@ class KubernetesLauncher(Launcher):
                 config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
             except (config.ConfigException, OSError) as e:
                 raise LauncherUnavailable(f"no Kubernetes configuration: not in a cluster and no kubeconfig ({e})") from e
-        return cls(
-            client.ApiClient(configuration),
-            namespace=namespace,
-            image_name=image_name,
-            image_tag=image_tag,
-            settings=settings,
-        )
+        return cls(client.ApiClient(configuration), settings, minio=minio)
 
     # -- the Job ---------------------------------------------------------------------------------------
 
@@ -167,13 +135,12 @@ class KubernetesLauncher(Launcher):
         s = self.settings
         name = job_name(spec.job_id)
         labels = {APP_LABEL: APP_NAME, MANAGED_BY_LABEL: MANAGED_BY, JOB_ID_LABEL: spec.job_id}
-        command = job_command(spec, python="python")
+        command = spec.command("python")
         env = [
             client.V1EnvVar(name="PYTHONUNBUFFERED", value="1"),
             client.V1EnvVar(name="HOME", value="/tmp"),  # the root filesystem is read-only
         ]
-        if s.minio_server_url:
-            env.append(client.V1EnvVar(name="MINIO_SERVER_URL", value=s.minio_server_url))
+        env += [client.V1EnvVar(name=k, value=v) for k, v in sorted(self.minio.public_env().items())]
         if s.credentials_secret:
             # By reference: the Job, which anyone who may read Jobs can see, never holds a credential.
             env += [
@@ -276,11 +243,11 @@ class KubernetesLauncher(Launcher):
 
         def parsed(line: str) -> LauncherEvent:
             nonlocal last_error, last_line
-            event = parse_line(line.encode())
-            if event.data.get("event") == "error":
-                last_error = str(event.data.get("message", ""))
-            elif event.kind == "log" and event.data.get("line"):
-                last_line = event.data["line"]
+            event = parse_line(line)
+            if isinstance(event, TrainerOutput) and isinstance(event.event, ErrorEvent):
+                last_error = event.event.message
+            elif isinstance(event, LogLine) and event.line:
+                last_line = event.line
             return event
 
         try:
@@ -305,12 +272,12 @@ class KubernetesLauncher(Launcher):
             state, message = outcome
             if state == "succeeded":
                 log.info("job %s: Job %s completed", job_id, job_name(job_id))
-                yield LauncherEvent("finished", succeeded=True, message=message)
+                yield Finished(succeeded=True, message=message)
             else:
                 reason = last_error or last_line
                 message = f"{message}; last log line: {reason}" if reason else message
                 log.info("job %s: Job %s failed: %s", job_id, job_name(job_id), message)
-                yield LauncherEvent("finished", succeeded=False, message=message)
+                yield Finished(succeeded=False, message=message)
         finally:
             follower.stop()
 
@@ -348,7 +315,7 @@ class KubernetesLauncher(Launcher):
             launched.append(LaunchedJob(job_id, state, message))
         return launched
 
-    async def healthy(self) -> bool:
+    async def ping(self) -> bool:
         try:
             await asyncio.to_thread(
                 self._get_json, self.batch.list_namespaced_job, self.namespace,

@@ -17,7 +17,8 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
-from training_controller.bus import Bus
+from training_controller.bus import Bus, translated
+from training_controller.core.errors import StateUnavailable
 from training_controller.core.jobs import JobRecord
 from training_controller.core.ports import StateStore
 
@@ -29,14 +30,15 @@ _SEQ_KEY = "_seq"
 class NatsKVStateStore(StateStore):
     """Job records and Opni's values in JetStream KV."""
 
-    def __init__(self, parameters: KeyValue, jobs: KeyValue) -> None:
+    def __init__(self, parameters: KeyValue, jobs: KeyValue, *, bus: Bus | None = None) -> None:
         self._parameters = parameters
         self._jobs = jobs
+        self._bus = bus
         self._records: dict[str, JobRecord] = {}
 
     @classmethod
     async def open(cls, bus: Bus) -> NatsKVStateStore:
-        store = cls(await bus.key_value(PARAMETERS_BUCKET), await bus.key_value(JOBS_BUCKET))
+        store = cls(await bus.key_value(PARAMETERS_BUCKET), await bus.key_value(JOBS_BUCKET), bus=bus)
         await store._load()
         return store
 
@@ -56,7 +58,8 @@ class NatsKVStateStore(StateStore):
                 self._records[key] = JobRecord.model_validate_json(entry.value)
 
     async def save_job(self, record: JobRecord) -> None:
-        await self._jobs.put(record.job_id, json.dumps(record.to_json()).encode())
+        with translated(StateUnavailable, f"saving job {record.job_id}"):
+            await self._jobs.put(record.job_id, json.dumps(record.to_json()).encode())
         self._records[record.job_id] = record
 
     async def get_job(self, job_id: str) -> JobRecord | None:
@@ -67,13 +70,19 @@ class NatsKVStateStore(StateStore):
 
     async def get_value(self, key: str) -> Any | None:
         try:
-            entry = await self._parameters.get(key)
+            with translated(StateUnavailable, f"reading {key}"):
+                entry = await self._parameters.get(key)
         except KeyNotFoundError:
             return None
         return json.loads(entry.value) if entry.value else None
 
     async def put_value(self, key: str, value: Any) -> None:
-        await self._parameters.put(key, json.dumps(value).encode())
+        with translated(StateUnavailable, f"writing {key}"):
+            await self._parameters.put(key, json.dumps(value).encode())
 
     async def next_seq(self) -> int:
-        return await self._jobs.put(_SEQ_KEY, b"")
+        with translated(StateUnavailable, "taking a sequence number"):
+            return await self._jobs.put(_SEQ_KEY, b"")
+
+    async def ping(self) -> bool:
+        return self._bus is None or self._bus.connected

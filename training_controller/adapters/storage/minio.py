@@ -21,16 +21,14 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
-import certifi
 import urllib3
-from minio import Minio
 from minio.commonconfig import CopySource
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from pydantic import SecretStr
 
+from nulog.objectstore import MinioConfig, parse_endpoint
 from training_controller.core.errors import (
     InvalidRequest,
     StorageAccessDenied,
@@ -69,29 +67,6 @@ BUSY_CODES = frozenset(
 )
 
 
-def _reveal(value: str | SecretStr) -> str:
-    return value.get_secret_value() if isinstance(value, SecretStr) else value
-
-
-def parse_endpoint(url: str) -> tuple[str, bool]:
-    """`http://minio:9000` → ("minio:9000", False); the scheme decides TLS. Raises ValueError if malformed."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(
-            "the MinIO endpoint must be a URL starting with http:// or https://, e.g. http://minio:9000"
-        )
-    if parts.username is not None or parts.password is not None:
-        # The value is not echoed: it holds credentials.
-        raise ValueError(
-            "the MinIO endpoint must not hold credentials; give the access and secret keys separately"
-        )
-    if not parts.hostname:
-        raise ValueError("the MinIO endpoint has no host name")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("the MinIO endpoint must be scheme://host[:port], without a path")
-    return parts.netloc, parts.scheme == "https"
-
-
 class MinioObjectStore(ObjectStore):
     """Objects in buckets of a MinIO or S3 endpoint."""
 
@@ -113,38 +88,42 @@ class MinioObjectStore(ObjectStore):
         host, secure = parse_endpoint(endpoint)
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be between 5 MiB and 5 GiB, not {part_size} bytes")
-        access, secret = _reveal(access_key), _reveal(secret_key)
-        if not access or not secret:
+        self.config = MinioConfig(
+            url=endpoint,
+            access_key=SecretStr(access_key) if isinstance(access_key, str) else access_key,
+            secret_key=SecretStr(secret_key) if isinstance(secret_key, str) else secret_key,
+            verify_tls=verify_tls,
+            ca_file=Path(ca_file) if ca_file is not None else None,
+            region=region,
+        )
+        if self.config.missing():
             raise ValueError("the MinIO access key and secret key must both be set")
         self.endpoint = f"{'https' if secure else 'http'}://{host}"
         self.part_size = part_size
         # Kept only to scrub them from any text a server might echo back.
-        self._secrets = (access, secret)
-        # Our own pool: the client's default waits 5 minutes per try on a silent endpoint, and retries 5 times.
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=min(10.0, timeout), read=timeout),
-            maxsize=10,
-            cert_reqs="CERT_REQUIRED" if verify_tls else "CERT_NONE",
-            ca_certs=str(ca_file) if ca_file is not None else certifi.where(),
-            retries=urllib3.Retry(
-                total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504], raise_on_status=True
-            ),
-        )
-        self._client = Minio(
-            host,
-            access_key=access,
-            secret_key=secret,
-            secure=secure,
-            region=region,
-            http_client=http,
-            cert_check=verify_tls,
-        )
+        self._secrets = (self.config.access_key.get_secret_value(), self.config.secret_key.get_secret_value())
+        self._client = self.config.client(timeout=timeout, retries=retries)
         self._buckets: set[str] = set()
         self._buckets_lock = threading.Lock()
         if secure and not verify_tls:
             log.warning(
                 "object store %s: TLS certificates are not verified (verify_tls=False)", self.endpoint
             )
+
+    @classmethod
+    def from_config(cls, config: MinioConfig, **options: Any) -> MinioObjectStore:
+        """The store of a MinIO configuration (the one the training jobs get as well)."""
+        if config.url is None or config.access_key is None or config.secret_key is None:
+            raise ValueError(f"the MinIO configuration lacks {', '.join(config.missing())}")
+        return cls(
+            config.url,
+            access_key=config.access_key,
+            secret_key=config.secret_key,
+            verify_tls=config.verify_tls,
+            ca_file=config.ca_file,
+            region=config.region,
+            **options,
+        )
 
     def __repr__(self) -> str:
         return f"MinioObjectStore({self.endpoint!r})"

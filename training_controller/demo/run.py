@@ -23,11 +23,13 @@ from typing import Any
 
 import nats
 
+from nulog.protocol import ProgressEvent, StageEvent
 from training_controller.adapters.launchers.local import terminate_jobs
+from training_controller.core.jobs import JobPhase
 from training_controller.core.masking import mask
-from training_controller.messages import Subjects
+from training_controller.demo.samples import iter_documents, write_sample_logs
+from training_controller.messages import LineLog, PhaseLog, Subjects, TrainerLog, parse_job_log
 from training_controller.natsserver import NatsServer
-from training_controller.samples import iter_documents, write_sample_logs
 
 # The sample covers 2021-03-29 17:00-18:00 UTC, around the README's example interval.
 DATA_END_NS = 1_617_040_800 * 10**9
@@ -166,33 +168,32 @@ class Demo:
             elif msg.subject == Subjects.MODEL_UPDATE:
                 say(f"   model_update: {msg.data.decode()}")
             else:
-                event = json.loads(msg.data)
-                job_id = event.get("job_id", job_id)
-                self._show(event)
-                if event.get("kind") == "phase" and event.get("phase") == "failed":
-                    failed = event.get("message", "")
+                update = parse_job_log(msg.data)
+                job_id = update.job_id
+                self._show(update)
+                if isinstance(update, PhaseLog) and update.phase is JobPhase.FAILED:
+                    failed = update.message
         record = json.loads((await nc.request(Subjects.TRAINING_STATUS, json.dumps({"job_id": job_id}).encode(), timeout=5)).data)
         if ready is None:
             raise DemoFailed(f"job {job_id} did not produce a model: {failed or record.get('message')}")
         return {"model_ready": ready, "record": record, "events": seen}
 
-    def _show(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "progress":
+    def _show(self, update: PhaseLog | TrainerLog | LineLog) -> None:
+        if isinstance(update, PhaseLog):
+            say(f"   job {update.job_id}: {update.phase.value:<9} {update.message}")
+        elif isinstance(update, TrainerLog) and isinstance(update.event, ProgressEvent):
+            p = update.event
             # One line per epoch change or per 10% of the way, not one per step.
-            mark = (event.get("epoch"), int(float(event.get("percent", 0)) // 10))
+            mark = (p.epoch, int(p.percent // 10))
             if mark == self._last_progress:
                 return
             self._last_progress = mark
-        if event.get("kind") == "phase":
-            say(f"   job {event['job_id']}: {event['phase']:<9} {event.get('message', '')}")
-        elif event.get("event") == "progress":
             say(
-                f"   job {event['job_id']}: epoch {event.get('epoch')}/{event.get('epochs')}"
-                f"  step {event.get('step')}/{event.get('steps')}  loss {float(event.get('loss', 0)):.4f}"
-                f"  {float(event.get('percent', 0)):5.1f}%  eta {float(event.get('eta_s', 0)):.0f}s"
+                f"   job {update.job_id}: epoch {p.epoch}/{p.epochs}  step {p.step}/{p.steps}  loss {p.loss:.4f}"
+                f"  {p.percent:5.1f}%  eta {p.eta_s:.0f}s"
             )
-        elif event.get("event") == "stage":
-            say(f"   job {event['job_id']}: trainer {event.get('stage')}: {event.get('message', '')}")
+        elif isinstance(update, TrainerLog) and isinstance(update.event, StageEvent):
+            say(f"   job {update.job_id}: trainer {update.event.stage}: {update.event.message}")
 
     def show_templates(self, model_ready: dict[str, Any]) -> None:
         say("== 7. templates the new model extracts")

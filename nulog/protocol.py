@@ -1,0 +1,189 @@
+"""The trainer contract: what the controller and a training job say to each other.
+
+The controller starts a training job with arguments (`JobArgs`), reads the job's stdout as a stream of
+events, one JSON object per line (`StageEvent`, `ProgressEvent`, `DoneEvent`, `ErrorEvent`), and finds the
+model under the artifact names below. Both sides import this module and nothing else for these facts, so a
+field renamed here is renamed for both, and a field changed on one side only fails validation on the other
+(every model forbids unknown fields). The module is torch-free: the controller imports it.
+
+    controller                                   training job (python -m nulog.job)
+    JobArgs.to_argv()  ───── command line ─────►  JobArgs.from_argv()
+    parse_event(line)  ◄──── stdout, JSON lines ─  encode_event(StageEvent | ProgressEvent | ...)
+    MODEL_FILE, ...    ◄──── <output>/<files> ───  MODEL_FILE, ...
+
+Exit codes: 0 done, 1 the training failed, 2 bad arguments or no usable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Annotated, Any, Literal, NoReturn
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+# -- artifacts ----------------------------------------------------------------------------------------
+
+MODEL_FILE = "nulog_model.pt"
+VOCAB_FILE = "vocab.txt"
+METRICS_FILE = "metrics.json"
+ARTIFACT_FILES = (MODEL_FILE, VOCAB_FILE, METRICS_FILE)
+# Where Opni's inference service reads the current model: the models bucket's root.
+LATEST_MODEL_FILE = "nulog_model_latest.pt"
+LATEST_VOCAB_FILE = "vocab.txt"
+
+# The training job's entrypoint: `python -m nulog.job <JobArgs.to_argv()>`, locally and in the image.
+JOB_MODULE = "nulog.job"
+
+EXIT_DONE = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class ProtocolError(ValueError):
+    """A line or a command line that claims to follow the contract and does not."""
+
+
+# -- arguments ----------------------------------------------------------------------------------------
+
+
+class JobArgs(BaseModel):
+    """The arguments of one training job, as the controller gives them and the job reads them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_id: str = Field(min_length=1, description="The controller's id of the job.")
+    data: tuple[str, ...] = Field(min_length=1, description="Training data: local paths or s3:// URIs.")
+    output: str = Field(min_length=1, description="Where the artifacts go: a directory or an s3:// prefix.")
+    epochs: int | None = Field(default=None, ge=1, description="Training epochs; None: the model's default.")
+    seed: int = Field(default=0, ge=0)
+    device: Device = "auto"
+    max_lines: int | None = Field(default=None, ge=1, description="Train on a seeded sample of this many lines.")
+    k: int | None = Field(default=None, ge=1, description="Top-k of template extraction; None: the default.")
+
+    def to_argv(self) -> list[str]:
+        """The command-line arguments that `from_argv` reads back to this value."""
+        argv: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            flag = "--" + name.replace("_", "-")
+            argv += [flag, *value] if isinstance(value, tuple) else [flag, str(value)]
+        return argv
+
+    def command(self, python: str = "python") -> list[str]:
+        """The whole command line of the job with this interpreter."""
+        return [python, "-m", JOB_MODULE, *self.to_argv()]
+
+    @classmethod
+    def from_argv(cls, argv: list[str]) -> JobArgs:
+        """Parse a command line; raises ProtocolError naming what is wrong."""
+        try:
+            namespace = _parser().parse_args(argv)
+            return cls.model_validate({k: v for k, v in vars(namespace).items() if v is not None})
+        except ValidationError as e:
+            problems = "; ".join(
+                f"--{'.'.join(str(p) for p in item['loc']).replace('_', '-')}: {item['msg']}"
+                for item in e.errors(include_url=False, include_input=False)
+            )
+            raise ProtocolError(f"bad arguments: {problems}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ProtocolError(f"bad arguments: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m nulog.job", description="Train a NuLog model for the training controller.")
+    for name, field in JobArgs.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        required = field.is_required()
+        if name == "data":
+            p.add_argument(flag, nargs="+", required=True, help=field.description)
+        else:
+            p.add_argument(flag, required=required, default=None, help=field.description)
+    return p
+
+
+# -- events -------------------------------------------------------------------------------------------
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StageEvent(_Event):
+    """The job moved to a stage of its own: loading, training, saving."""
+
+    event: Literal["stage"] = "stage"
+    stage: str
+    message: str = ""
+
+
+class ProgressEvent(_Event):
+    """Where the training stands; sent about once a second and at the end of every epoch."""
+
+    event: Literal["progress"] = "progress"
+    stage: str = "training"
+    epoch: int = Field(ge=0)
+    epochs: int = Field(ge=0)
+    step: int = Field(ge=0)
+    steps: int = Field(ge=0)
+    loss: float
+    percent: float = Field(ge=0, le=100)
+    elapsed_s: float = Field(ge=0, description="Seconds since the job started.")
+    eta_s: float = Field(ge=0, description="Seconds the training is expected to take still.")
+
+
+class DoneEvent(_Event):
+    """The job wrote its artifacts and ends with exit code 0."""
+
+    event: Literal["done"] = "done"
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    files: tuple[str, ...] = ARTIFACT_FILES
+
+
+class ErrorEvent(_Event):
+    """The job failed; its exit code follows."""
+
+    event: Literal["error"] = "error"
+    message: str
+
+
+TrainerEvent = Annotated[StageEvent | ProgressEvent | DoneEvent | ErrorEvent, Field(discriminator="event")]
+_EVENT: TypeAdapter[TrainerEvent] = TypeAdapter(TrainerEvent)
+
+
+def encode_event(event: StageEvent | ProgressEvent | DoneEvent | ErrorEvent) -> str:
+    """One event as the compact JSON line the job writes (without the newline)."""
+    return json.dumps(event.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_event(line: str | bytes) -> TrainerEvent | None:
+    """The event a stdout line holds, or None for a line that is not an event (a human log line).
+
+    Raises ProtocolError for a line that is a JSON object with an `event` key but does not match the
+    contract: the two sides disagree, and saying so beats reading zeros.
+    """
+    text = line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line
+    text = text.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "event" not in data:
+        return None
+    try:
+        return _EVENT.validate_python(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc']) or 'event'}: {item['msg']}"
+            for item in e.errors(include_url=False, include_input=False)
+        )
+        raise ProtocolError(f"trainer event does not follow the contract: {problems}") from None

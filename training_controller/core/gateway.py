@@ -1,0 +1,153 @@
+"""The use cases of Opni's AIOps gateway: train on workloads, model status, the workloads of the model.
+
+The gateway speaks in workloads (cluster -> namespace -> deployments) and reads its answers from KV keys of
+its own (`modelTrainingParameters`, `modelTrainingStatus`); this module keeps those keys current and turns a
+workload request into a log query over the last `workload_lookback_seconds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from training_controller.config import TrainingSettings
+from training_controller.core.book import JobBook
+from training_controller.core.intake import Intake
+from training_controller.core.jobs import JobPhase, JobRecord
+from training_controller.core.ports import Events, StateStore
+from training_controller.core.queries import ANOMALY_KEYWORDS, Interval, LogQuery, Workload
+
+log = logging.getLogger(__name__)
+
+TRAINING_STATUS_KEY = "modelTrainingStatus"
+PARAMETERS_KEY = "modelTrainingParameters"
+LAST_MODEL_KEY = "lastModelTrained"
+
+Workloads = dict[str, dict[str, list[str]]]
+
+
+class Gateway:
+    """What the gateway asks of the controller."""
+
+    def __init__(
+        self, *, book: JobBook, intake: Intake, state: StateStore, events: Events, training: TrainingSettings
+    ) -> None:
+        self._book = book
+        self._intake = intake
+        self._state = state
+        self._events = events
+        self._training = training
+
+    async def train_workloads(self, workloads: Workloads, *, requested_by: str) -> str:
+        """`train_model`: train if the workloads hold something the last model did not.
+
+        Returns what was announced on `model_workload_parameters`: `train`, `update` or `reset`.
+        """
+        if not workloads:
+            await self.reset_model()
+            return "reset"
+        await self._state.put_value(PARAMETERS_KEY, workloads)
+        if covers(await self.last_workloads(), workloads):
+            await self._events.workload_parameters(workloads, "update")
+            return "update"
+        now_ns = time.time_ns()
+        query = LogQuery(
+            intervals=(Interval(start_ns=now_ns - self._training.workload_lookback_seconds * 10**9, end_ns=now_ns),),
+            workloads=workload_filters(workloads),
+            exclude_anomalies=True,
+            exclude_keywords=ANOMALY_KEYWORDS,
+        )
+        await self._intake.submit(query, request={"workloads": workloads}, requested_by=requested_by)
+        await self._events.workload_parameters(workloads, "train")
+        return "train"
+
+    async def reset_model(self) -> None:
+        """Forget the last trained model and the workloads."""
+        await self._state.put_value(PARAMETERS_KEY, {})
+        await self._state.put_value(LAST_MODEL_KEY, None)
+        await self._events.model_update("reset")
+        await self._events.workload_parameters({}, "reset")
+        log.info("model reset: workloads and last trained model forgotten")
+
+    async def model_status(self) -> str:
+        """`model_status`: `training` while a job is under way or queued, else `completed` or `not started`."""
+        if await self._book.pending():
+            return "training"
+        return "completed" if await self._state.get_value(LAST_MODEL_KEY) else "not started"
+
+    async def last_workloads(self) -> dict[str, Any]:
+        """The workloads the last trained model was trained on."""
+        return (await self._state.get_value(LAST_MODEL_KEY) or {}).get("workloads") or {}
+
+    async def model_trained(self, record: JobRecord) -> None:
+        """Remember the model of a succeeded job as the last one trained."""
+        value = {"job_id": record.job_id, "workloads": record.request.get("workloads") or {}, "at": record.finished_at}
+        await self._state.put_value(LAST_MODEL_KEY, value)
+
+    async def publish_status(self, record: JobRecord) -> None:
+        """Keep `modelTrainingStatus` at the job's phase and progress."""
+        await self._state.put_value(TRAINING_STATUS_KEY, training_status(record))
+
+
+def training_status(record: JobRecord) -> dict[str, Any]:
+    """The `modelTrainingStatus` value that Opni's gateway reads for the job."""
+    p = record.progress
+    status = {
+        JobPhase.QUEUED: "queued",
+        JobPhase.EXPORTING: "fetching data",
+        JobPhase.LAUNCHING: "training",
+        JobPhase.RUNNING: "training",
+        JobPhase.SUCCEEDED: "completed",
+        JobPhase.FAILED: "failed",
+        JobPhase.CANCELLED: "cancelled",
+    }[record.phase]
+    done = record.phase is JobPhase.SUCCEEDED
+    return {
+        "job_id": record.job_id,
+        "status": status,
+        "statistics": {
+            "timeElapsed": p.elapsed_s if p else 0,
+            "percentageCompleted": 100 if done else (p.percent if p else 0),
+            "remainingTime": 0 if record.phase.is_final or p is None else p.eta_s,
+            "currentEpoch": p.epoch if p else 0,
+            "stage": record.phase.value,
+        },
+    }
+
+
+def covers(trained: Workloads, wanted: Workloads) -> bool:
+    """Whether a model trained on `trained` already saw every workload of `wanted`.
+
+    An empty namespace map means every namespace of the cluster, an empty deployment list every deployment
+    of the namespace, on both sides.
+    """
+    for cluster, namespaces in wanted.items():
+        if cluster not in trained:
+            return False
+        seen = trained[cluster]
+        if not seen:
+            continue  # the whole cluster was trained
+        if not namespaces:
+            return False  # the whole cluster is wanted, only parts were trained
+        for namespace, deployments in namespaces.items():
+            if namespace not in seen:
+                return False
+            if not seen[namespace]:
+                continue  # every deployment of the namespace was trained
+            if not deployments or not set(deployments) <= set(seen[namespace]):
+                return False
+    return True
+
+
+def workload_filters(workloads: Workloads) -> tuple[Workload, ...]:
+    """Exact-value filters for the logs of these workloads; a namespace without deployments means all of them."""
+    filters = []
+    for cluster, namespaces in workloads.items():
+        if not namespaces:
+            filters.append(Workload(cluster_id=cluster))
+        for namespace, deployments in (namespaces or {}).items():
+            if not deployments:
+                filters.append(Workload(cluster_id=cluster, namespace_name=namespace))
+            filters += [Workload(cluster_id=cluster, namespace_name=namespace, deployment=d) for d in deployments]
+    return tuple(filters)
