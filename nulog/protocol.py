@@ -35,6 +35,13 @@ LATEST_VOCAB_FILE = "vocab.txt"
 # The training job's entrypoint: `python -m nulog.job <JobArgs.to_argv()>`, locally and in the image.
 JOB_MODULE = "nulog.job"
 
+# The rendezvous of a training across several workers, as `torchrun` sets it; on a Kubernetes Indexed Job
+# the rank may come from JOB_COMPLETION_INDEX instead.
+WORLD_SIZE_VAR, RANK_VAR, LOCAL_RANK_VAR = "WORLD_SIZE", "RANK", "LOCAL_RANK"
+MASTER_ADDR_VAR, MASTER_PORT_VAR = "MASTER_ADDR", "MASTER_PORT"
+COMPLETION_INDEX_VAR = "JOB_COMPLETION_INDEX"
+DEFAULT_MASTER_PORT = 29500
+
 EXIT_DONE = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2

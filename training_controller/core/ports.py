@@ -83,13 +83,24 @@ class ObjectStore(abc.ABC):
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What a launcher needs to start one training job: its id and the trainer's arguments."""
+    """What a launcher needs to start one training job.
+
+    `workers` > 1 is one training across that many processes (PyTorch DDP): each gets the rendezvous
+    variables of `nulog.protocol` (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); rank 0 is the
+    master, which alone writes the artifacts and reports progress.
+    """
 
     job_id: str
     args: JobArgs
+    workers: int = 1
+    gpus_per_worker: int | None = None  # None: the launcher's default (TRAIN_GPU_COUNT); 0: no GPU
+    image: str | None = None  # the trainer's image on Kubernetes; None: the launcher's default
+    entrypoint: tuple[str, ...] | None = None  # the trainer's command before its arguments; None: python -m nulog.job
 
     def command(self, python: str) -> list[str]:
         """The trainer's command line with this interpreter (`python` in the training image)."""
+        if self.entrypoint is not None:
+            return [*self.entrypoint, *self.args.to_argv()]
         return self.args.command(python)
 
 
@@ -117,19 +128,30 @@ class LogLine:
 
 
 @dataclass(frozen=True)
+class WorkerState:
+    """How one worker of the job stands: its index (the rank), role, pod or process, state and last word."""
+
+    index: int
+    role: str  # "master" (rank 0) or "worker"
+    name: str  # the pod's name, or the local process id
+    state: str  # "pending", "running", "succeeded" or "failed"
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class StillRunning:
     """The job runs and had nothing to say for a while; keeps the follower's watchdog fed."""
 
 
 @dataclass(frozen=True)
 class Finished:
-    """The job ended; always the last event."""
+    """The job ended; always the last event. A failure's message names the worker that failed, and why."""
 
     succeeded: bool
     message: str = ""
 
 
-LauncherEvent = TrainerOutput | LogLine | StillRunning | Finished
+LauncherEvent = TrainerOutput | LogLine | WorkerState | StillRunning | Finished
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from training_controller.core.ports import (
     PhaseUpdate,
     StillRunning,
     TrainerOutput,
+    WorkerState,
 )
 from training_controller.core.queries import LogQuery
 from training_controller.core.retry import Backoff, retry_forever
@@ -322,7 +323,7 @@ class JobRunner:
                 if not event.succeeded:
                     raise TrainingFailed(f"training failed: {event.message or 'the job ended without a model'}")
                 return
-            if isinstance(event, StillRunning):
+            if isinstance(event, StillRunning | WorkerState):
                 continue
             await self._tell(job_id, event)
             if isinstance(event, TrainerOutput) and isinstance(event.event, ProgressEvent):
