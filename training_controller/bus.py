@@ -99,15 +99,23 @@ class Bus:
     @classmethod
     async def connect(cls, settings: NatsSettings, *, name: str = "training-controller") -> Bus:
         holder: list[Bus] = []
+        outage = {"since": 0.0, "errors": 0}  # one warning per outage, not one per reconnect attempt
 
         async def on_error(e: Exception) -> None:
-            log.warning("NATS connection problem: %s", e)
+            outage["errors"] += 1
+            if outage["errors"] == 1:
+                log.warning("NATS connection problem: %s", e)
+            else:
+                log.debug("NATS connection problem: %s", e)
 
         async def on_disconnect() -> None:
+            outage["since"] = time.monotonic()
             log.warning("disconnected from NATS; reconnecting")
 
         async def on_reconnect() -> None:
-            log.info("reconnected to NATS")
+            away = time.monotonic() - outage["since"] if outage["since"] else 0.0
+            log.info("reconnected to NATS after %.1fs (%d connection errors)", away, outage["errors"])
+            outage["since"], outage["errors"] = 0.0, 0
             if holder:
                 holder[0].reconnects += 1
 

@@ -385,3 +385,27 @@ async def test_ping_creates_a_writable_jobs_dir(jobs_dir: Path):
 
 def test_fake_python_is_executable(fake_python: Path):
     assert os.access(fake_python, os.X_OK)
+
+
+async def test_a_trainer_whose_wrapper_was_killed_alone_is_still_followed_until_it_ends(
+    jobs_dir: Path, fake_python: Path
+):
+    _mode(fake_python, "sleep")
+    launcher = LocalLauncher(jobs_dir, python=str(fake_python))
+    await launcher.launch(_spec())
+    await _wait_for_line(jobs_dir, "job-1")
+    pgid = int((jobs_dir / "job-1" / "pid").read_text())
+    os.kill(pgid, signal.SIGKILL)  # the wrapper only; the trainer, in its group, runs on
+
+    stream = launcher.events("job-1")
+    first = await asyncio.wait_for(anext(stream), 5)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(stream), 1)  # no Finished while the trainer runs
+    await stream.aclose()
+    assert live_members(pgid)
+
+    await launcher.cancel("job-1")
+    events = await _events(launcher, "job-1")
+    assert isinstance(first, TrainerOutput)
+    assert events[-1] == Finished(succeeded=False, message="the training process disappeared")
+    assert live_members(pgid) == []

@@ -137,6 +137,7 @@ class JobRunner:
         self._current: _Run | None = None
         self._phase: JobPhase | None = None
         self._beat_at = clock()
+        self._progress_missed = False
 
     # -- what the controller asks -----------------------------------------------------------------------
 
@@ -428,12 +429,18 @@ class JobRunner:
         await retry_forever(publish, what=what, backoff=self._state_backoff, on_retry=self._beat)
 
     async def _save_progress(self, job_id: str, progress: ProgressEvent) -> None:
-        """One try: the next report is a second away."""
+        """One try: the next report is a second away. The first miss of a run of misses is a warning."""
         try:
             record = await self._book.update(job_id, lambda r: r.evolve(progress=progress))
             await self._gateway.publish_status(record)
         except TemporaryError as e:
-            log.debug("job %s: progress not saved: %s", job_id, e)
+            if not self._progress_missed:
+                log.warning("job %s: progress not saved, skipping reports until the state store answers: %s", job_id, e)
+            self._progress_missed = True
+            return
+        if self._progress_missed:
+            log.info("job %s: progress saved again", job_id)
+        self._progress_missed = False
 
     async def _tell(self, job_id: str, update: PhaseUpdate | TrainerOutput | LogLine) -> None:
         """Publish a phase, event or log line on training_logs.<job>; one try."""

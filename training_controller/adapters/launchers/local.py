@@ -177,13 +177,13 @@ class LocalLauncher(Launcher):
             yield Finished(succeeded=False, message=f"exit code {code}: {reason}")
 
     def _pid_alive(self, job_dir: Path) -> bool:
-        process = self._processes.get(job_dir.name)
-        if process is not None:
-            return process.returncode is None or (job_dir / "exit_code").exists()
+        """Whether anything of the job still runs: the wrapper, or the trainer (in the wrapper's group) even
+        when the wrapper was killed alone."""
         try:
-            return _alive(int((job_dir / "pid").read_text()))
+            pgid = int((job_dir / "pid").read_text())
         except (FileNotFoundError, ValueError):
             return False
+        return self._group_alive(pgid)
 
     async def cancel(self, job_id: str) -> None:
         """SIGTERM to the job's process group; SIGKILL after the grace period; returns once it has ended."""
