@@ -15,7 +15,9 @@ from pydantic.json_schema import models_json_schema
 from training_controller import __version__
 from training_controller.messages import (
     ErrorReply,
+    JobLog,
     JobRequest,
+    JobsPage,
     JobsRequest,
     ModelReady,
     ModelUpdate,
@@ -36,6 +38,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     ModelUpdate,
     JobRequest,
     JobsRequest,
+    JobsPage,
+    JobLog,
 )
 
 
@@ -79,12 +83,12 @@ CONTRACT: list[tuple[str, str, str, dict[str, Any], list[dict[str, Any]] | None]
     ("model_ready", "send", "A new model is in the bucket.", _json(ModelReady), None),
     ("training_status", "receive", "One job's record.", _json(JobRequest),
      [_json(description="The job record."), _json(ErrorReply)]),
-    ("training_jobs", "receive", "Recent jobs, most recent first.", _json(JobsRequest),
-     [_json(description='{"jobs": [job records]}'), _json(ErrorReply)]),
+    ("training_jobs", "receive", "Recent jobs, most recent first, a page at a time.", _json(JobsRequest),
+     [_json(JobsPage), _json(ErrorReply)]),
     ("training_cancel", "receive", "Cancel a queued or running job.", _json(JobRequest),
      [_json(description="The job record."), _json(ErrorReply)]),
-    ("training_logs.{job_id}", "send", "Phase changes, progress and log lines of one job.",
-     _json(description='{"job_id", "kind": "phase"|"progress"|"log", ...}'), None),
+    ("training_logs.{job_id}", "send", "Phase changes, trainer events (the trainer contract's stage, progress, "
+     "done, error) and log lines of one job.", _json(JobLog), None),
 ]
 
 

@@ -205,6 +205,7 @@ class Service:
             await self.bus.serve(route)
         await self.bus.ensure_stream(TRAIN_STREAM, [Subjects.TRAIN])
         self.supervisor.start("training-worker", self.controller.run)
+        self.supervisor.start("state-watch", self.adapters.state.watch)  # type: ignore[union-attr]
         self.supervisor.start(
             "train-stream-consumer",
             lambda: self.bus.consume(TRAIN_STREAM, Subjects.TRAIN, TRAIN_CONSUMER, handlers.train_from_stream),

@@ -62,6 +62,8 @@ ACK_WAIT_SECONDS = 30.0
 MAX_DELIVER = 50
 # Every this many idle seconds the consumer checks that its durable consumer still exists.
 CONSUMER_CHECK_SECONDS = 30.0
+# Requests of concurrent routes in progress at once, over all routes; more wait (backpressure).
+MAX_CONCURRENT_REQUESTS = 256
 
 
 @contextlib.contextmanager
@@ -82,6 +84,9 @@ class Route:
     model: type[BaseModel] | None = None  # None: the handler takes the raw bytes
     queue: str = ""
     requests_only: bool = False  # ignore plain publishes (another path, such as a stream, takes them)
+    # Handlers that wait on I/O run concurrently, up to the bus's bound; the others, answered from memory,
+    # run in order on the subscription's own task (cheaper than a task each, and order-keeping).
+    concurrent: bool = False
 
 
 class Bus:
@@ -95,6 +100,8 @@ class Bus:
         # Called with (subject, seconds) after each request is answered; the service hangs its metrics here.
         self.observe: Callable[[str, float], None] = lambda subject, seconds: None
         self.reconnects = 0
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self._in_flight: set[asyncio.Task] = set()
 
     @classmethod
     async def connect(cls, settings: NatsSettings, *, name: str = "training-controller") -> Bus:
@@ -139,9 +146,7 @@ class Bus:
     async def serve(self, route: Route) -> None:
         """Subscribe a route's handler to its subject."""
 
-        async def on_message(msg: Msg) -> None:
-            if route.requests_only and not msg.reply:
-                return
+        async def answer(msg: Msg) -> None:
             started = time.perf_counter()
             reply = await self._handle(route, msg)
             if msg.reply and reply is not None:
@@ -151,8 +156,25 @@ class Bus:
                     log.warning("could not answer a %s request: %s", route.subject, e)
                 self.observe(route.subject, time.perf_counter() - started)
 
+        async def on_message(msg: Msg) -> None:
+            if route.requests_only and not msg.reply:
+                return
+            if not route.concurrent:
+                await answer(msg)
+                return
+            await self._slots.acquire()
+            task = asyncio.create_task(answer(msg), name=f"request-{route.subject}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+
         sub = await self.nc.subscribe(route.subject, queue=route.queue, cb=on_message)
         self._subscriptions.append(sub)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:  # _handle answers every error; this is a bug
+            log.error("answering a request failed", exc_info=task.exception())
 
     async def _handle(self, route: Route, msg: Msg) -> Reply:
         try:
@@ -276,6 +298,8 @@ class Bus:
             return await self.js.create_key_value(bucket=bucket, history=history, description=description)
 
     async def close(self) -> None:
+        for task in list(self._in_flight):
+            task.cancel()
         for sub in self._subscriptions:
             with contextlib.suppress(Exception):  # closing anyway; the connection goes next
                 await sub.unsubscribe()

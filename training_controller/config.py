@@ -156,6 +156,12 @@ class TrainingSettings(_Section):
         description="How long temporary failures of a job's backends are retried before the job fails.",
     )
     progress_save_seconds: float = Field(default=2.0, alias="progress_save_seconds", ge=0)
+    retention_count: int = Field(
+        default=1000, alias="job_retention_count", ge=1, description="Ended job records kept, the most recent."
+    )
+    retention_days: float = Field(
+        default=30.0, alias="job_retention_days", gt=0, description="Ended job records older than this are forgotten."
+    )
     retry_max_seconds: float = Field(default=30.0, alias="retry_max_seconds", gt=0, description="Longest retry delay.")
 
 

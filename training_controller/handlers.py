@@ -16,6 +16,7 @@ from training_controller.messages import (
     JOB_END,
     JOB_START,
     JobRequest,
+    JobsPage,
     JobsRequest,
     PayloadError,
     Subjects,
@@ -112,9 +113,10 @@ class Handlers:
         record = await self.controller.get_job(request.job_id)
         return {**record.to_json(), "queue_position": await self.controller.queue_position(record.job_id)}
 
-    async def training_jobs(self, request: JobsRequest, msg: Msg) -> dict:
-        records = await self.controller.list_jobs(phase=request.status, limit=request.limit)
-        return {"jobs": [r.to_json() for r in records]}
+    async def training_jobs(self, request: JobsRequest, msg: Msg) -> JobsPage:
+        records = await self.controller.list_jobs(phase=request.status, limit=request.limit, before_seq=request.before)
+        more = len(records) == request.limit and records[-1].seq > 0
+        return JobsPage(jobs=[r.to_json() for r in records], next=records[-1].seq if more else None)
 
     async def training_cancel(self, request: JobRequest, msg: Msg) -> dict:
         return (await self.controller.cancel(request.job_id)).to_json()
@@ -122,14 +124,15 @@ class Handlers:
     def routes(self) -> list[Route]:
         return [
             # Plain publishes on train are taken from the stream; requests are answered here too.
-            Route(Subjects.TRAIN, self.train, TrainRequest, requests_only=True),
-            Route(Subjects.TRAIN_MODEL, self.train_model),
+            Route(Subjects.TRAIN, self.train, TrainRequest, requests_only=True, concurrent=True),
+            Route(Subjects.TRAIN_MODEL, self.train_model, concurrent=True),
+            # Answered from memory at once: in order, on the subscription's own task.
             Route(Subjects.MODEL_STATUS, self.model_status),
             Route(Subjects.WORKLOAD_PARAMETERS, self.workload_parameters),
-            Route(Subjects.GPU_TRAININGJOB_STATUS, self.gpu_trainingjob_status),
+            Route(Subjects.GPU_TRAININGJOB_STATUS, self.gpu_trainingjob_status),  # JobStart before JobEnd
             Route(Subjects.GPU_SERVICE_INFERENCE, self.gpu_service_inference),
-            Route(Subjects.GPU_SERVICE_RUNNING, self.gpu_service_running),
+            Route(Subjects.GPU_SERVICE_RUNNING, self.gpu_service_running, concurrent=True),
             Route(Subjects.TRAINING_STATUS, self.training_status, JobRequest),
             Route(Subjects.TRAINING_JOBS, self.training_jobs, JobsRequest),
-            Route(Subjects.TRAINING_CANCEL, self.training_cancel, JobRequest),
+            Route(Subjects.TRAINING_CANCEL, self.training_cancel, JobRequest, concurrent=True),
         ]

@@ -12,7 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
+    RootModel,
     StrictInt,
     TypeAdapter,
     ValidationError,
@@ -151,10 +153,22 @@ class JobRequest(BaseModel):
 
 
 class JobsRequest(BaseModel):
-    """Filters for `training_jobs`."""
+    """Filters for `training_jobs`: a page of jobs, most recent first."""
+
+    model_config = ConfigDict(extra="forbid")
 
     status: JobPhase | None = Field(default=None, description="Only jobs in this phase.")
     limit: int = Field(default=20, ge=1, le=1000, description="At most this many, most recent first.")
+    before: int | None = Field(
+        default=None, ge=0, description="Only jobs submitted before this `seq` (the `next` of the previous page)."
+    )
+
+
+class JobsPage(BaseModel):
+    """A page of jobs; `next` is the `before` of the next page, None on the last one."""
+
+    jobs: list[dict[str, Any]]
+    next: int | None = None
 
 
 class BucketFiles(BaseModel):
@@ -205,6 +219,10 @@ class LineLog(BaseModel):
 
 JobLogMessage = Annotated[PhaseLog | TrainerLog | LineLog, Field(discriminator="kind")]
 _JOB_LOG: TypeAdapter[JobLogMessage] = TypeAdapter(JobLogMessage)
+
+
+class JobLog(RootModel[JobLogMessage]):
+    """One message of `training_logs.<job>`: a phase change, a trainer event, or a log line."""
 
 
 def job_log_message(job_id: str, update: JobUpdate) -> PhaseLog | TrainerLog | LineLog:
@@ -283,7 +301,9 @@ __all__ = [
     "JOB_START",
     "JobRequest",
     "JobsRequest",
+    "JobLog",
     "JobLogMessage",
+    "JobsPage",
     "LineLog",
     "PhaseLog",
     "TrainerLog",

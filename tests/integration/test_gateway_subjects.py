@@ -323,10 +323,15 @@ async def test_train_model_trains_then_updates_without_a_job_and_trains_again_on
 
 
 async def pretend_model_trained_on(nc: nats.NATS, workloads: dict) -> None:
-    """Stores `lastModelTrained` as a finished training would."""
-    kv = await nc.jetstream().key_value("model-training-parameters")
+    """Stores `lastModelTrained` as a finished training would, and waits until the controller has seen it."""
+    kv = await nc.jetstream().key_value("training-controller")
     value = {"job_id": "earlier0job0", "workloads": workloads, "at": "2024-01-01T00:00:00.000Z"}
     await kv.put("lastModelTrained", json.dumps(value).encode())
+    for _ in range(100):
+        if await ask(nc, "model_status") == b"completed":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the controller did not see lastModelTrained")
 
 
 async def test_train_model_with_workloads_already_learnt_announces_update_and_queues_nothing(

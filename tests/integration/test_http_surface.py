@@ -37,6 +37,7 @@ async def test_readyz_is_ready_when_nats_and_every_backend_answer(service: Servi
             "nats": True,
             "training-worker": True,
             "train-stream-consumer": True,
+            "state-watch": True,
             "logs (files)": True,
             "store (local)": True,
             "launcher (local)": True,

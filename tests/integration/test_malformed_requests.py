@@ -201,7 +201,7 @@ async def test_after_a_barrage_of_malformed_requests_the_service_still_serves(se
             assert error_of(reply).startswith(f"invalid {subject} request: "), (subject, payload[:40], reply[:200])
     assert json.loads(await ask(nc, "training_status", b'{"job_id": "abc123"}')) == {"error": "no training job with id 'abc123'"}
     assert await ask(nc, "gpu_service_running", b"check-up") == b"running"
-    assert json.loads(await ask(nc, "training_jobs", b"")) == {"jobs": []}
+    assert json.loads(await ask(nc, "training_jobs", b"")) == {"jobs": [], "next": None}
 
 
 async def test_a_malformed_train_message_published_without_reply_is_dropped_from_the_stream(
@@ -320,7 +320,7 @@ def is_normal_reply(subject: str, reply: bytes) -> bool:
     if subject == "train":
         return set(body) == {"job_id", "status", "queue_position"} and body["status"] == "queued"
     if subject == "training_jobs":
-        return set(body) == {"jobs"} and isinstance(body["jobs"], list)
+        return set(body) == {"jobs", "next"} and isinstance(body["jobs"], list)
     return False  # training_status and training_cancel: no job exists whose id could be drawn
 
 

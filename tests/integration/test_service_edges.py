@@ -37,4 +37,4 @@ async def test_training_status_without_job_id_names_the_missing_field(service: S
 async def test_training_jobs_with_an_unknown_status_lists_the_allowed_ones(service: Service, nc: nats.NATS) -> None:
     reply = json.loads(await ask(nc, "training_jobs", b'{"status": "sleeping"}'))
     assert "status" in reply["error"] and "queued" in reply["error"]
-    assert json.loads(await ask(nc, "training_jobs", b"")) == {"jobs": []}
+    assert json.loads(await ask(nc, "training_jobs", b"")) == {"jobs": [], "next": None}

@@ -7,10 +7,12 @@ lock, so that no change overwrites another, and reads the record as stored, not 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from training_controller.core.errors import JobNotFound
-from training_controller.core.jobs import JobPhase, JobRecord
+from training_controller.core.jobs import JobRecord
 from training_controller.core.ports import StateStore
 
 
@@ -19,24 +21,21 @@ class JobBook:
 
     def __init__(self, state: StateStore) -> None:
         self._state = state
+        self.index = state.index  # reads are answered from memory, without a scan
         self.lock = asyncio.Lock()
 
-    async def find(self, job_id: str) -> JobRecord | None:
-        return await self._state.get_job(job_id)
+    def find(self, job_id: str) -> JobRecord | None:
+        return self.index.get(job_id)
 
-    async def get(self, job_id: str) -> JobRecord:
-        record = await self._state.get_job(job_id)
+    def get(self, job_id: str) -> JobRecord:
+        record = self.index.get(job_id)
         if record is None:
             raise JobNotFound(f"no training job with id {job_id!r}")
         return record
 
-    async def all(self) -> list[JobRecord]:
+    def all(self) -> list[JobRecord]:
         """Every record, by submission order."""
-        return await self._state.list_jobs()
-
-    async def pending(self) -> list[JobRecord]:
-        """The records that have not reached a final phase, by submission order."""
-        return [r for r in await self._state.list_jobs() if not r.phase.is_final]
+        return self.index.all()
 
     async def add_unlocked(self, record: JobRecord) -> None:
         """Store a new record; the caller holds `lock`."""
@@ -49,20 +48,16 @@ class JobBook:
         whether to retry.
         """
         async with self.lock:
-            current = await self.get(job_id)
+            current = self.get(job_id)
             record = change(current)
             if record is not current:
                 await self._state.save_job(record)
             return record
 
-    async def queue_position(self, job_id: str) -> int:
-        """How many jobs will run before this one (0: it runs now or next)."""
-        records = await self._state.list_jobs()
-        me = next((r for r in records if r.job_id == job_id), None)
-        if me is None or me.phase is not JobPhase.QUEUED:
-            return 0
-        return sum(
-            1
-            for r in records
-            if (r.phase is JobPhase.QUEUED and r.seq < me.seq) or (not r.phase.is_final and r.phase is not JobPhase.QUEUED)
-        )
+    async def prune(self, *, keep: int, max_age_seconds: float) -> int:
+        """Forget ended jobs beyond the retention (count and age); returns how many went."""
+        cutoff = datetime.fromtimestamp(time.time() - max_age_seconds, UTC).isoformat(timespec="milliseconds")
+        gone = self.index.beyond_retention(keep=keep, older_than=cutoff.replace("+00:00", "Z"))
+        for job_id in gone:
+            await self._state.delete_job(job_id)
+        return len(gone)

@@ -76,9 +76,11 @@ class TrainingController:
         )
 
     async def load(self) -> None:
-        """Take up the GPU claims a previous controller left; call before serving any request."""
-        held = [r.job_id for r in await self._book.all() if r.gpu_held]
+        """Take up the GPU claims a previous controller left, and forget the job records beyond the
+        retention; call before serving any request."""
+        held = [r.job_id for r in self._book.all() if r.gpu_held]
         await self._gpu.load(own=held)
+        await self._runner.prune()
 
     async def run(self) -> None:
         """The training worker; runs until cancelled (under the service's supervisor)."""
@@ -93,18 +95,20 @@ class TrainingController:
         record, new = await self._intake.submit(query, request=request, requested_by=requested_by, origin=origin)
         if new:
             self._runner.wake()
-        return Submitted(record, await self._book.queue_position(record.job_id), new)
+        return Submitted(record, self._book.index.queue_position(record.job_id), new)
 
     async def get_job(self, job_id: str) -> JobRecord:
-        return await self._book.get(job_id)
+        return self._book.get(job_id)
 
     async def queue_position(self, job_id: str) -> int:
-        return await self._book.queue_position(job_id)
+        return self._book.index.queue_position(job_id)
 
-    async def list_jobs(self, *, phase: JobPhase | None = None, limit: int = 20) -> list[JobRecord]:
-        """The most recent jobs first, optionally only those in one phase."""
-        records = [r for r in await self._book.all() if phase is None or r.phase is phase]
-        return sorted(records, key=lambda r: r.seq, reverse=True)[:limit]
+    async def list_jobs(
+        self, *, phase: JobPhase | None = None, limit: int = 20, before_seq: int | None = None
+    ) -> list[JobRecord]:
+        """The most recent jobs first, optionally only those in one phase, a page at a time: the next page
+        starts before the `seq` of the last record of this one."""
+        return self._book.index.recent(limit=limit, phase=phase, before_seq=before_seq)
 
     async def cancel(self, job_id: str) -> JobRecord:
         """Cancel a job: a queued one at once; one under way is stopped by the runner (trainer first)."""
@@ -175,4 +179,4 @@ class TrainingController:
         return self._runner.status()
 
     async def metrics_snapshot(self) -> tuple[list[JobRecord], bool]:
-        return await self._book.all(), self._gpu.busy()
+        return self._book.all(), self._gpu.busy()

@@ -72,7 +72,7 @@ class Gateway:
 
     async def model_status(self) -> str:
         """`model_status`: `training` while a job is under way or queued, else `completed` or `not started`."""
-        if await self._book.pending():
+        if self._book.index.pending_count():
             return "training"
         return "completed" if await self._state.get_value(LAST_MODEL_KEY) else "not started"
 

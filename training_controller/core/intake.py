@@ -83,15 +83,17 @@ class Intake:
 
     async def _copy_of(self, origin: Origin) -> JobRecord | None:
         """The job already made from another copy of the same request, marked as seen by this copy."""
-        records = await self._book.all()
+        copies = list(
+            self._book.index.copies(stream_seq=origin.stream_seq, msg_id=origin.msg_id, request_hash=origin.request_hash)
+        )
         if origin.stream_seq is not None:
-            for r in records:
+            for r in copies:
                 if r.stream_seq == origin.stream_seq:
                     return r  # the stream redelivered a request we had stored
         if origin.msg_id:
-            match = next((r for r in records if r.msg_id == origin.msg_id), None)
+            match = next((r for r in copies if r.msg_id == origin.msg_id), None)
         else:
-            match = next((r for r in records if _same_request(r, origin)), None)
+            match = next((r for r in copies if _same_request(r, origin)), None)
         if match is None:
             return None
         if origin.via == "stream" and match.stream_seq is None:

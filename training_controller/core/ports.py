@@ -7,6 +7,7 @@ async: an adapter with a blocking client runs it in a worker thread, never on th
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from nulog.protocol import JobArgs, TrainerEvent
 from training_controller.core.jobs import JobPhase, JobRecord
 from training_controller.core.queries import LogQuery
+from training_controller.core.records import RecordIndex
 
 LogDocument = dict[str, Any]
 
@@ -203,19 +205,31 @@ STILL_RUNNING_SECONDS = 10.0
 
 
 class StateStore(abc.ABC):
-    """Job records and the controller's shared values; survives restarts."""
+    """Job records and the controller's shared values; survives restarts.
+
+    The controller is the only writer of its job records, so a store keeps them in memory as well, in a
+    `RecordIndex` it updates on every write it makes: reads never wait on the backend. Values (Opni's keys)
+    are cached the same way, and kept current with what other writers (the gateway) put.
+    """
+
+    def __init__(self) -> None:
+        self.index = RecordIndex()
 
     @abc.abstractmethod
     async def save_job(self, record: JobRecord) -> None:
-        """Store (replace) a job record."""
+        """Store (replace) a job record, then index it."""
 
     @abc.abstractmethod
+    async def delete_job(self, job_id: str) -> None:
+        """Forget a job record (retention)."""
+
     async def get_job(self, job_id: str) -> JobRecord | None:
         """A job record, or None."""
+        return self.index.get(job_id)
 
-    @abc.abstractmethod
     async def list_jobs(self) -> list[JobRecord]:
         """All job records, by submission order."""
+        return self.index.all()
 
     @abc.abstractmethod
     async def get_value(self, key: str) -> Any | None:
@@ -232,6 +246,13 @@ class StateStore(abc.ABC):
     async def ping(self) -> bool:
         """Whether the store can take writes now."""
         return True
+
+    async def watch(self) -> None:
+        """Keep the cached values current with what other writers put; runs until cancelled (supervised).
+
+        A store with no other writers has nothing to watch.
+        """
+        await asyncio.Event().wait()
 
 
 class Events(abc.ABC):

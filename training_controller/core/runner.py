@@ -166,11 +166,22 @@ class JobRunner:
     def _beat(self) -> None:
         self._beat_at = self._clock()
 
+    async def prune(self) -> None:
+        """Forget ended jobs beyond the retention; a store that does not answer now is asked next time."""
+        t = self._training
+        try:
+            gone = await self._book.prune(keep=t.retention_count, max_age_seconds=t.retention_days * 86_400)
+        except TemporaryError as e:
+            log.warning("job records beyond the retention not pruned now: %s", e)
+            return
+        if gone:
+            log.info("forgot %d ended job records beyond the retention (%d kept, %.0f days)", gone, t.retention_count, t.retention_days)
+
     # -- the worker --------------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Settle what a previous worker left, then run queued jobs one at a time, forever."""
-        for record in await self._book.all():
+        for record in self._book.all():
             if record.phase.is_final and _unsettled(record):
                 log.info("job %s ended (%s) but is not settled; settling it now", record.job_id, record.phase.value)
                 await self._settle(record)
@@ -182,12 +193,11 @@ class JobRunner:
                 await self._wake.wait()
                 continue
             await self.run_job(record)
+            await self.prune()
 
     async def _next_job(self) -> JobRecord | None:
         """A job that is under way first (after a restart), else the oldest queued one."""
-        pending = await self._book.pending()
-        under_way = [r for r in pending if r.phase is not JobPhase.QUEUED]
-        return min(under_way or pending, key=lambda r: r.seq, default=None)
+        return self._book.index.next_to_run()
 
     async def run_job(self, record: JobRecord) -> JobRecord:
         """Carry a job from wherever it stands to a final phase and settle it; raises only CancelledError."""
@@ -197,7 +207,7 @@ class JobRunner:
         self._beat()
         try:
             while True:
-                record = await self._book.get(run.job_id)
+                record = self._book.get(run.job_id)
                 self._phase = record.phase
                 if record.phase.is_final:
                     return await self._settle(record)

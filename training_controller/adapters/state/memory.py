@@ -10,21 +10,18 @@ from training_controller.core.ports import StateStore
 
 
 class MemoryStateStore(StateStore):
-    """Job records and values in dictionaries."""
+    """Job records in the index alone, values in a dictionary."""
 
     def __init__(self) -> None:
-        self._jobs: dict[str, JobRecord] = {}
+        super().__init__()
         self._values: dict[str, Any] = {}
         self._seq = 0
 
     async def save_job(self, record: JobRecord) -> None:
-        self._jobs[record.job_id] = record
+        self.index.put(record)
 
-    async def get_job(self, job_id: str) -> JobRecord | None:
-        return self._jobs.get(job_id)
-
-    async def list_jobs(self) -> list[JobRecord]:
-        return sorted(self._jobs.values(), key=lambda r: r.seq)
+    async def delete_job(self, job_id: str) -> None:
+        self.index.remove(job_id)
 
     async def get_value(self, key: str) -> Any | None:
         return copy.deepcopy(self._values.get(key))
