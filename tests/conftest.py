@@ -55,8 +55,20 @@ def base_settings(nats_url: str, root: Path, logs: Path, **overrides: Any) -> Se
         "train_epochs": 1,
         "train_max_lines": 300,
         "train_device": "cpu",
+        "gpu_service_check_seconds": 0.2,
     }
     return Settings(**{**values, **overrides})
+
+
+async def serve_gpu_service(nc: nats.NATS) -> Any:
+    """Opni's GPU inference service, as far as the controller asks it: `gpu_service_running` -> running."""
+
+    async def answer(msg: Any) -> None:
+        await msg.respond(b"running")
+
+    sub = await nc.subscribe("gpu_service_running", cb=answer)
+    await nc.flush()
+    return sub
 
 
 @pytest.fixture
@@ -91,11 +103,17 @@ def log_dir(tmp_path: Path) -> Path:
 async def start_service(nats_server: NatsServer, tmp_path: Path, log_dir: Path) -> AsyncIterator[StartService]:
     """Start the service in-process: `await start_service(logs=..., adapters=..., **settings overrides)`.
 
-    Every service started is stopped at the end of the test.
+    A GPU inference service answers `gpu_service_running` beside it, as in an Opni deployment, unless
+    `gpu_service=False`. Every service started is stopped at the end of the test.
     """
     started: list[Service] = []
+    helper = await nats.connect(nats_server.url, name="test-gpu-service")
 
-    async def start(*, logs: Path | None = None, adapters: Adapters | None = None, **overrides: Any) -> Service:
+    async def start(
+        *, logs: Path | None = None, adapters: Adapters | None = None, gpu_service: bool = True, **overrides: Any
+    ) -> Service:
+        if gpu_service and not started:
+            await serve_gpu_service(helper)
         settings = base_settings(nats_server.url, tmp_path, logs or log_dir, **overrides)
         service = await Service.start(settings, adapters=adapters)
         started.append(service)
@@ -104,6 +122,7 @@ async def start_service(nats_server: NatsServer, tmp_path: Path, log_dir: Path) 
     yield start
     for service in started:
         await service.stop()
+    await helper.close()
 
 
 class Recorder:

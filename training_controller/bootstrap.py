@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from training_controller.adapters.events.nats import NatsEvents
+from training_controller.adapters.events.nats import NatsEvents, NatsGpuService
 from training_controller.adapters.launchers.local import LocalLauncher
 from training_controller.adapters.logs.files import FilesLogSource
 from training_controller.adapters.state.nats_kv import NatsKVStateStore
@@ -18,7 +18,7 @@ from training_controller.bus import Bus
 from training_controller.config import LauncherSettings, LogSourceSettings, Settings, StoreSettings
 from training_controller.core.controller import TrainingController
 from training_controller.core.export import ExportResult, export_training_data
-from training_controller.core.ports import Events, Launcher, LogSource, ObjectStore, StateStore
+from training_controller.core.ports import Events, GpuService, Launcher, LogSource, ObjectStore, StateStore
 from training_controller.core.queries import LogQuery
 from training_controller.core.runner import Exporter
 from training_controller.core.supervisor import Supervisor
@@ -96,6 +96,7 @@ class Adapters:
     launcher: Launcher | None = None
     state: StateStore | None = None
     events: Events | None = None
+    gpu_service: GpuService | None = None
     exporter: Exporter | None = None
 
 
@@ -170,6 +171,8 @@ class Service:
                 launcher=given.launcher or build_launcher(settings.launch, settings.store, jobs_dir=settings.jobs_dir()),
                 state=given.state or await NatsKVStateStore.open(bus),
                 events=given.events or NatsEvents(bus, instance=instance),
+                gpu_service=given.gpu_service
+                or NatsGpuService(bus, timeout=settings.training.gpu_service_timeout_seconds),
                 exporter=given.exporter or SourceExporter(source, store),
             )
             controller = TrainingController(
@@ -179,6 +182,7 @@ class Service:
                 state=ports.state,
                 events=ports.events,
                 exporter=ports.exporter,
+                gpu_service=ports.gpu_service,
                 training=settings.training,
                 buckets=settings.store,
             )
@@ -204,8 +208,10 @@ class Service:
         for route in handlers.routes():
             await self.bus.serve(route)
         await self.bus.ensure_stream(TRAIN_STREAM, [Subjects.TRAIN])
+        await self.bus.ensure_consumer(TRAIN_STREAM, Subjects.TRAIN, TRAIN_CONSUMER)
         self.supervisor.start("training-worker", self.controller.run)
         self.supervisor.start("state-watch", self.adapters.state.watch)  # type: ignore[union-attr]
+        self.supervisor.start("gpu-watch", self.controller.watch_gpu)
         self.supervisor.start(
             "train-stream-consumer",
             lambda: self.bus.consume(TRAIN_STREAM, Subjects.TRAIN, TRAIN_CONSUMER, handlers.train_from_stream),

@@ -24,7 +24,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
@@ -210,6 +210,20 @@ class Bus:
                 StreamConfig(name=name, subjects=subjects, no_ack=True, duplicate_window=120.0, max_age=7 * 86_400.0)
             )
 
+    async def ensure_consumer(self, stream: str, subject: str, durable: str) -> None:
+        """The stream's durable pull consumer, created if missing, so that it exists once start-up is done."""
+        try:
+            await self.js.consumer_info(stream, durable)
+        except NotFoundError:
+            await self.js.add_consumer(stream, self._consumer_config(durable, subject))
+
+    @staticmethod
+    def _consumer_config(durable: str, subject: str) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=durable, filter_subject=subject, ack_wait=ACK_WAIT_SECONDS, max_deliver=MAX_DELIVER,
+            ack_policy=AckPolicy.EXPLICIT,
+        )
+
     async def consume(
         self, stream: str, subject: str, durable: str, handler: Callable[[Msg], Awaitable[None]], *, batch: int = 10
     ) -> None:
@@ -221,7 +235,7 @@ class Bus:
         without its store, someone who deleted it) is created again. The handler acks; a message it neither
         acks nor terms is delivered again after the ack wait, also to a restarted controller.
         """
-        config = ConsumerConfig(ack_wait=ACK_WAIT_SECONDS, max_deliver=MAX_DELIVER)
+        config = self._consumer_config(durable, subject)
         sub = None
         last_check = time.monotonic()
         failures = 0
@@ -290,12 +304,42 @@ class Bus:
             else:  # the message stays unacked and comes back after the ack wait
                 log.exception("handling message #%s of stream %s failed; it will be delivered again", _seq(msg), stream)
 
-    async def key_value(self, bucket: str, *, history: int = 1, description: str | None = None) -> KeyValue:
-        """A JetStream key-value bucket, created if missing."""
+    async def key_value(self, bucket: str, *, description: str) -> KeyValue:
+        """A JetStream key-value bucket: the existing one, or one created exactly as nats.go would.
+
+        Opni's gateway creates its buckets with nats.go's `CreateKeyValue` at start-up and exits if that
+        fails; nats-py's `create_key_value` makes a stream that differs (it sets `allow_msg_ttl` and leaves
+        `allow_direct` out), which the server then refuses to call the same (error 10058). So the stream
+        is created here with the fields nats.go sends, and whichever of the two starts first, the other
+        finds the bucket it expects.
+        """
         try:
             return await self.js.key_value(bucket)
         except BucketNotFoundError:
-            return await self.js.create_key_value(bucket=bucket, history=history, description=description)
+            pass
+        config = StreamConfig(
+            name=f"KV_{bucket}",
+            description=description,
+            subjects=[f"$KV.{bucket}.>"],
+            retention=RetentionPolicy.LIMITS,
+            max_consumers=-1,
+            max_msgs=-1,
+            max_bytes=-1,
+            discard=DiscardPolicy.NEW,
+            max_age=0,
+            max_msgs_per_subject=1,
+            max_msg_size=-1,
+            storage=StorageType.FILE,
+            num_replicas=1,
+            duplicate_window=120.0,
+            deny_delete=True,
+            allow_rollup_hdrs=True,
+            allow_direct=True,
+            mirror_direct=False,
+        )
+        await self.js.add_stream(config)  # the same config twice is no error, whoever created it first
+        log.info("created KV bucket %s", bucket)
+        return await self.js.key_value(bucket)
 
     async def close(self) -> None:
         for task in list(self._in_flight):

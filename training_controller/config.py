@@ -83,7 +83,14 @@ class StoreSettings(_Section):
     kind: Literal["local", "minio"] = Field(default="local", alias="object_store")
     local_dir: Path | None = Field(default=None, alias="local_store_dir", description="local: root of the buckets.")
     minio: MinioConfig = Field(default_factory=MinioConfig)
-    models_bucket: str = Field(default="opni-nulog-models", alias="s3_bucket", min_length=3)
+    models_bucket: str = Field(
+        default="opni-nulog-models", alias="s3_bucket", min_length=3,
+        description="Where Opni's inference services read the current model (its root) and empty on training.",
+    )
+    archive_bucket: str = Field(
+        default="opni-nulog-models-archive", alias="archive_bucket", min_length=3,
+        description="Every trained model, by job: kept apart, because inference services empty the models bucket.",
+    )
     training_bucket: str = Field(default="training-logs", alias="training_bucket", min_length=3)
 
 
@@ -149,6 +156,13 @@ class TrainingSettings(_Section):
     gpu_reset_seconds: float = Field(
         default=3600, alias="gpu_training_reset_time", gt=0,
         description="Seconds after which an external JobStart without JobEnd stops counting.",
+    )
+    gpu_service_check_seconds: float = Field(
+        default=2.0, alias="gpu_service_check_seconds", gt=0,
+        description="How often the GPU inference service is asked whether it runs (gpu_service_running).",
+    )
+    gpu_service_timeout_seconds: float = Field(
+        default=1.0, alias="gpu_service_timeout_seconds", gt=0, description="How long it may take to answer."
     )
     workload_lookback_seconds: int = Field(default=3600, alias="workload_lookback_seconds", ge=60)
     job_deadline_seconds: float = Field(

@@ -9,21 +9,21 @@ from nats.aio.msg import Msg
 
 from training_controller.bus import Route
 from training_controller.core.controller import TrainingController
-from training_controller.core.errors import LauncherUnavailable
 from training_controller.core.intake import Origin, request_hash
 from training_controller.messages import (
     CONTROLLER_HEADER,
     JOB_END,
+    JOB_RESET,
     JOB_START,
+    AnyTrainRequest,
     JobRequest,
     JobsPage,
     JobsRequest,
     PayloadError,
     Subjects,
     TrainAccepted,
-    TrainRequest,
-    decode,
-    decode_workloads,
+    decode_train,
+    decode_train_model,
 )
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ class Handlers:
 
     # -- train: answered directly when it is a request; stored and trained from the stream ---------------
 
-    async def train(self, request: TrainRequest, msg: Msg) -> TrainAccepted:
+    async def train(self, payload: bytes, msg: Msg) -> TrainAccepted:
+        request = decode_train(payload)
         origin = Origin(
             via="request",
             request_hash=request_hash(request.model_dump()),
@@ -51,11 +52,15 @@ class Handlers:
         return await self._submit(request, origin)
 
     async def train_from_stream(self, msg: Msg) -> None:
-        """One stored `train` request: becomes a job (once), then is acked."""
+        """One stored `train` request: becomes a job (once), then is acked; a payload no shape fits is
+        dropped from the stream with its reason in the log, never silently."""
         try:
-            request = decode(TrainRequest, msg.data)
+            request = decode_train(msg.data)
         except PayloadError as e:
-            log.warning("dropped train request #%d from the stream: %s", msg.metadata.sequence.stream, e)
+            log.warning(
+                "rejected train request #%d of the stream: %s; payload: %s",
+                msg.metadata.sequence.stream, e, msg.data[:300].decode(errors="replace"),
+            )
             await msg.term()
             return
         origin = Origin(
@@ -68,44 +73,49 @@ class Handlers:
         await self._submit(request, origin)
         await msg.ack()
 
-    async def _submit(self, request: TrainRequest, origin: Origin) -> TrainAccepted:
+    async def _submit(self, request: AnyTrainRequest, origin: Origin) -> TrainAccepted:
+        shape = type(request).__name__
         submitted = await self.controller.submit(
-            request.to_query(), request=request.model_dump(), requested_by=f"nats:train ({origin.via})", origin=origin
+            request.to_query(),
+            request=request.model_dump(),
+            requested_by=f"nats:train ({origin.via}, {shape})",
+            origin=origin,
         )
         return TrainAccepted(job_id=submitted.record.job_id, queue_position=submitted.queue_position)
 
     # -- the gateway -------------------------------------------------------------------------------------
 
     async def train_model(self, payload: bytes, msg: Msg) -> str:
-        status_type = await self.controller.train_workloads(decode_workloads(payload), requested_by="nats:train_model")
+        request = decode_train_model(payload)
+        status_type = await self.controller.train_workloads(
+            request.workloads, uuid=request.uuid, requested_by="nats:train_model"
+        )
         return "model reset" if status_type == "reset" else "training job submitted"
 
     async def model_status(self, payload: bytes, msg: Msg) -> str:
         return await self.controller.model_status()
 
     async def workload_parameters(self, payload: bytes, msg: Msg) -> dict:
-        return await self.controller.last_workloads()
+        return await self.controller.watched_workloads()
 
     # -- the GPU -----------------------------------------------------------------------------------------
 
     async def gpu_trainingjob_status(self, payload: bytes, msg: Msg) -> None:
         if (msg.headers or {}).get(CONTROLLER_HEADER) == self.instance:
             return None  # our own announcement; our jobs are counted already
-        if payload.strip() == JOB_START:
+        word = payload.strip()
+        if word == JOB_START:
             await self.controller.external_training_started()
-        elif payload.strip() == JOB_END:
+        elif word == JOB_END:
             await self.controller.external_training_ended()
+        elif word == JOB_RESET:
+            await self.controller.external_trainings_reset()
         else:
-            log.warning("ignored gpu_trainingjob_status %r: expected JobStart or JobEnd", payload[:64])
+            log.warning("ignored gpu_trainingjob_status %r: expected JobStart, JobEnd or JobReset", payload[:64])
         return None
 
     async def gpu_service_inference(self, payload: bytes, msg: Msg) -> str:
         return "YES" if await self.controller.grant_inference(payload) else "NO"
-
-    async def gpu_service_running(self, payload: bytes, msg: Msg) -> str:
-        if not await self.controller.launcher_ready():
-            raise LauncherUnavailable("the launcher cannot start trainings now")
-        return "running"
 
     # -- jobs for people -----------------------------------------------------------------------------------
 
@@ -124,14 +134,13 @@ class Handlers:
     def routes(self) -> list[Route]:
         return [
             # Plain publishes on train are taken from the stream; requests are answered here too.
-            Route(Subjects.TRAIN, self.train, TrainRequest, requests_only=True, concurrent=True),
+            Route(Subjects.TRAIN, self.train, requests_only=True, concurrent=True),
             Route(Subjects.TRAIN_MODEL, self.train_model, concurrent=True),
             # Answered from memory at once: in order, on the subscription's own task.
             Route(Subjects.MODEL_STATUS, self.model_status),
             Route(Subjects.WORKLOAD_PARAMETERS, self.workload_parameters),
             Route(Subjects.GPU_TRAININGJOB_STATUS, self.gpu_trainingjob_status),  # JobStart before JobEnd
             Route(Subjects.GPU_SERVICE_INFERENCE, self.gpu_service_inference),
-            Route(Subjects.GPU_SERVICE_RUNNING, self.gpu_service_running, concurrent=True),
             Route(Subjects.TRAINING_STATUS, self.training_status, JobRequest),
             Route(Subjects.TRAINING_JOBS, self.training_jobs, JobsRequest),
             Route(Subjects.TRAINING_CANCEL, self.training_cancel, JobRequest, concurrent=True),

@@ -24,6 +24,7 @@ from pydantic import (
 
 from nulog.protocol import TrainerEvent
 from training_controller.core.jobs import JobPhase
+from training_controller.core.opni_query import interpret
 from training_controller.core.ports import JobUpdate, PhaseUpdate, TrainerOutput
 from training_controller.core.queries import Interval, LogQuery
 
@@ -62,6 +63,7 @@ class Subjects:
 CONTROLLER_HEADER = "Training-Controller"
 JOB_START = b"JobStart"
 JOB_END = b"JobEnd"
+JOB_RESET = b"JobReset"  # every external claim on the GPU is void (Opni: after GPU_TRAINING_RESET_TIME)
 
 
 class TimeInterval(BaseModel):
@@ -80,6 +82,8 @@ class TimeInterval(BaseModel):
 class TrainRequest(BaseModel):
     """A request to train a model on the logs of some time ranges (subject `train`)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     model_to_train: str = Field(description="The model to train; this controller trains `nulog`.")
     time_intervals: list[TimeInterval] = Field(
         min_length=1, max_length=MAX_INTERVALS, description="The time ranges whose logs make the training data."
@@ -97,30 +101,113 @@ class TrainRequest(BaseModel):
         return LogQuery(intervals=tuple(Interval(start_ns=i.start_ts, end_ns=i.end_ts) for i in self.time_intervals))
 
 
+Milliseconds = Annotated[StrictInt, Field(ge=0, le=MAX_NS // 1_000_000, description="Milliseconds since the epoch.")]
+
+
+class DrainTrainRequest(BaseModel):
+    """opni-drain-service's `train`: a stable period of the logs, in milliseconds since the epoch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_ts: Milliseconds
+    end_ts: Milliseconds
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> DrainTrainRequest:
+        if self.start_ts >= self.end_ts:
+            raise ValueError(f"start_ts ({self.start_ts}) must be before end_ts ({self.end_ts})")
+        return self
+
+    def to_query(self) -> LogQuery:
+        return LogQuery(intervals=(Interval(start_ns=self.start_ts * 1_000_000, end_ns=self.end_ts * 1_000_000),))
+
+
+class OpniQueryTrainRequest(BaseModel):
+    """The last Opni training controller's `train`: an OpenSearch search body, a cap, and the count it saw."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_size: StrictInt = Field(ge=1, description="The most log documents to train on.")
+    query: dict[str, Any] = Field(description="A search body for the `logs` index, run as it is.")
+    count: StrictInt | None = Field(default=None, ge=0, description="How many documents matched when it was sent.")
+    parameters: dict[str, Any] | None = Field(default=None, description="The gateway's {uuid, workloads}, if sent.")
+
+    def to_query(self) -> LogQuery:
+        found = interpret(self.query)
+        if not found.intervals:
+            found.not_understood.append("no time range on `time` (a files source needs one)")
+        return LogQuery(
+            intervals=tuple(found.intervals) or (Interval(start_ns=0, end_ns=MAX_NS),),
+            workloads=tuple(found.workloads),
+            exclude_anomalies=found.exclude_anomalies,
+            exclude_keywords=tuple(found.exclude_keywords),
+            max_documents=self.max_size,
+            search=self.query,
+            search_not_understood=tuple(found.not_understood),
+        )
+
+
+AnyTrainRequest = TrainRequest | DrainTrainRequest | OpniQueryTrainRequest
+
+
+def decode_train(data: bytes) -> AnyTrainRequest:
+    """A `train` payload in any shape Opni's components publish, told apart by its fields.
+
+    `{"model_to_train", "time_intervals"}` (nanoseconds; this controller's and Opni's ES poller's),
+    `{"max_size", "query", "count"}` (Opni's last training controller), `{"start_ts", "end_ts"}`
+    (milliseconds; opni-drain-service). Anything else is refused with the shapes it could have been.
+    """
+    raw = _json_object(data)
+    hint = ""
+    if "query" in raw or "max_size" in raw:
+        model: type[BaseModel] = OpniQueryTrainRequest
+    elif "start_ts" in raw and "end_ts" in raw and "time_intervals" not in raw:
+        model = DrainTrainRequest
+    else:
+        model = TrainRequest
+        if "model_to_train" not in raw and "time_intervals" not in raw:
+            hint = " (or send Opni's {max_size, query, count}, or {start_ts, end_ts} in milliseconds)"
+    try:
+        return model.model_validate(raw)  # type: ignore[return-value]
+    except ValidationError as e:
+        raise PayloadError(describe(e) + hint) from None
+
+
 Name = Annotated[str, Field(min_length=1, max_length=253)]
 WorkloadMap = dict[Name, dict[Name, Annotated[list[Name], Field(max_length=10_000)]]]
 _WORKLOADS = TypeAdapter(WorkloadMap)
 
 
 class TrainModelRequest(BaseModel):
-    """The gateway's request to train on some workloads (subject `train_model`); empty workloads reset."""
+    """The gateway's request to train on some workloads (subject `train_model`); no workloads means reset.
+
+    The gateway sends `{"uuid": .., "workloads": {..}}`, and `{"uuid": ..}` to reset (Go's `omitempty`
+    drops empty workloads); older gateways sent the bare workloads map, and `{}` to reset.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     uuid: str | None = Field(default=None, max_length=256, description="The gateway's id of the request.")
-    workloads: WorkloadMap = Field(description="cluster id -> namespace -> deployments.")
+    workloads: WorkloadMap = Field(default_factory=dict, description="cluster id -> namespace -> deployments.")
 
 
-def decode_workloads(data: bytes) -> WorkloadMap:
-    """The workloads of a `train_model` payload, wrapped or bare; `{}` means reset."""
+def _json_object(data: bytes) -> dict[str, Any]:
     try:
         raw = json.loads(data) if data.strip() else {}
     except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, too deep, too long a number
         raise PayloadError(f"payload is not valid JSON: {str(e)[:200] or type(e).__name__}") from None
     if not isinstance(raw, dict):
         raise PayloadError(f"payload must be a JSON object, not {type(raw).__name__}")
+    return raw
+
+
+def decode_train_model(data: bytes) -> TrainModelRequest:
+    """A `train_model` payload, wrapped or bare."""
+    raw = _json_object(data)
     try:
-        if "workloads" in raw and isinstance(raw["workloads"], dict):
-            return TrainModelRequest.model_validate(raw).workloads
-        return _WORKLOADS.validate_python(raw)
+        if raw and set(raw) <= {"uuid", "workloads"} and ("uuid" in raw or isinstance(raw.get("workloads"), dict)):
+            return TrainModelRequest.model_validate(raw)
+        return TrainModelRequest(workloads=_WORKLOADS.validate_python(raw))
     except ValidationError as e:
         raise PayloadError(describe(e)) from None
 
@@ -148,6 +235,8 @@ class ErrorReply(BaseModel):
 
 class JobRequest(BaseModel):
     """Names one training job (`training_status`, `training_cancel`)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     job_id: JobId
 
@@ -187,9 +276,20 @@ class ModelReady(BaseModel):
 
 
 class ModelUpdate(BaseModel):
-    """The model is being trained or was reset (subject `model_update`)."""
+    """The model is being trained or was reset (subject `model_update`).
 
-    status: str
+    Careful: on `training` (and `reset`) Opni's inference services drop their model and delete every object
+    of the models bucket; only these two statuses and the bucket payload are safe to publish there.
+    """
+
+    status: Literal["training", "reset"]
+
+
+class ModelFiles(BaseModel):
+    """A new model is in the bucket (subject `model_update`, the payload Opni's inference services reload on)."""
+
+    bucket: str
+    bucket_files: BucketFiles
 
 
 class PhaseLog(BaseModel):
@@ -298,6 +398,7 @@ __all__ = [
     "BucketFiles",
     "ErrorReply",
     "JOB_END",
+    "JOB_RESET",
     "JOB_START",
     "JobRequest",
     "JobsRequest",
@@ -314,7 +415,12 @@ __all__ = [
     "ModelWorkloadParameters",
     "TrainModelRequest",
     "WorkloadMap",
-    "decode_workloads",
+    "decode_train",
+    "decode_train_model",
+    "AnyTrainRequest",
+    "DrainTrainRequest",
+    "ModelFiles",
+    "OpniQueryTrainRequest",
     "PayloadError",
     "Subjects",
     "TimeInterval",

@@ -29,6 +29,7 @@ import aiohttp
 import nats
 from nats.js.api import StorageType, StreamConfig
 
+from tests.conftest import serve_gpu_service
 from training_controller.messages import CONTROLLER_HEADER
 from training_controller.natsserver import NatsServer, free_port
 
@@ -132,6 +133,7 @@ class Rig:
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(free_port()),
             "NATS_FETCH_TIMEOUT_SECONDS": "0.5",
+            "GPU_SERVICE_CHECK_SECONDS": "0.2",
             "RETRY_MAX_SECONDS": "2",
             "CANCEL_GRACE_SECONDS": "5",
             "LOG_LEVEL": "INFO",
@@ -149,6 +151,7 @@ class Rig:
         )
         js = self.nc.jetstream()
         await js.add_stream(StreamConfig(name=ANNOUNCEMENTS_STREAM, subjects=ANNOUNCED, storage=StorageType.FILE))
+        await serve_gpu_service(self.nc)  # Opni's GPU inference service: the controller asks it before any YES
         self.controller.start()
         await self.wait_ready()
         return self
@@ -171,9 +174,9 @@ class Rig:
             if self.controller.process is not None and self.controller.process.poll() is not None:
                 raise AssertionError(f"the controller exited ({self.controller.process.returncode}):\n{self.controller.tail()}")
             try:
-                reply = await self.nc.request("gpu_service_running", b"check-up", timeout=1)
+                reply = await self.nc.request("training_jobs", b"{}", timeout=1)
                 status, _ = await self.controller.http("/readyz")
-                if reply.data == b"running" and status == 200:
+                if b'"jobs"' in reply.data and status == 200:
                     return
             except Exception:  # not up yet: NATS, the controller or its HTTP surface
                 pass

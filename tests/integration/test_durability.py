@@ -13,7 +13,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from tests.conftest import base_settings, interval, listen, request_json, train_payload
+from tests.conftest import base_settings, interval, listen, request_json, serve_gpu_service, train_payload
 from tests.conftest import wait_until as wait_for
 from training_controller.adapters.launchers.local import LocalLauncher
 from training_controller.bootstrap import Adapters, Service
@@ -25,6 +25,10 @@ pytestmark = pytest.mark.slow
 
 def settings_for(server: NatsServer, logs: Path, root: Path, **extra) -> Settings:
     return base_settings(server.url, root, logs, **{"train_max_lines": 200, **extra})
+
+
+async def _answers(nc: nats.NATS, expected: bytes) -> bool:
+    return (await nc.request("gpu_service_inference", b"payload", timeout=5)).data == expected
 
 
 async def jobs(nc: nats.NATS) -> list[dict]:
@@ -94,6 +98,7 @@ async def test_a_crashing_training_job_fails_with_its_reason_ends_the_job_and_fr
     trainer.chmod(0o755)
     settings = settings_for(nats_server, sample_logs, tmp_path)
     launcher = LocalLauncher(tmp_path / "jobs", python=str(trainer))
+    await serve_gpu_service(nc)
     service = await Service.start(settings, adapters=Adapters(launcher=launcher))
     try:
         ann = await listen(nc)
@@ -108,7 +113,7 @@ async def test_a_crashing_training_job_fails_with_its_reason_ends_the_job_and_fr
         assert "exit code 137" in record["message"] and "illegal memory access" in record["message"]
         assert ann.gpu() == [b"JobStart", b"JobEnd"]
         assert ann.ready_jobs() == []
-        assert (await nc.request("gpu_service_inference", b"payload", timeout=5)).data == b"YES"
+        await wait_for(lambda: _answers(nc, b"YES"), timeout=10, what="gpu_service_inference YES")
     finally:
         await service.stop()
 
@@ -139,7 +144,7 @@ async def test_controller_killed_with_one_job_running_and_two_queued_finishes_al
     try:
         async def ready() -> bool:
             try:
-                return (await nc.request("gpu_service_running", b"check-up", timeout=1)).data == b"running"
+                return "jobs" in json.loads((await nc.request("training_jobs", b"", timeout=1)).data)
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
                 return False
 

@@ -22,7 +22,7 @@ from typing import Any
 import nats
 import pytest
 
-from tests.conftest import StartService, base_settings, listen
+from tests.conftest import StartService, base_settings, listen, serve_gpu_service
 from training_controller.bootstrap import Service
 from training_controller.core.queries import ANOMALY_KEYWORDS
 from training_controller.natsserver import NatsServer
@@ -158,8 +158,16 @@ def write_docs(path: Path, docs: list[dict]) -> None:
 # -- gpu_service_running, gpu_service_inference, gpu_trainingjob_status ------------------------------------------
 
 
-async def test_gpu_service_running_answers_running_to_a_check_up(service: Service, nc: nats.NATS) -> None:
-    assert await ask(nc, "gpu_service_running", b"check-up") == b"running"
+async def test_gpu_service_inference_is_no_while_the_gpu_service_does_not_answer_and_yes_once_it_does(
+    start_service: StartService, nc: nats.NATS
+) -> None:
+    await start_service(gpu_service=False)
+    assert await ask(nc, "gpu_service_inference", b"probe") == b"NO"
+
+    sub = await serve_gpu_service(nc)
+    await inference_answer_becomes(nc, b"YES")
+    await sub.unsubscribe()
+    await inference_answer_becomes(nc, b"NO")
 
 
 async def test_inference_is_granted_and_the_exact_bytes_are_forwarded_internally(service: Service, nc: nats.NATS) -> None:
@@ -262,13 +270,14 @@ async def test_train_model_with_new_workloads_submits_one_job_and_records_them(
     assert await inbox.next_json("model_workload_parameters") == {"workloads": WORKLOADS, "status_type": "train"}
     assert (await watch.settled())["phase"] == "launching"
     kv = await nc.jetstream().key_value("model-training-parameters")
-    assert json.loads((await kv.get("modelTrainingParameters")).value) == WORKLOADS
+    stored = json.loads((await kv.get("modelTrainingParameters")).value)
+    assert set(stored) == {"uuid", "workloads"} and stored["workloads"] == WORKLOADS  # the gateway's shape
     assert await ask(nc, "model_status") == b"training"
     listed = await jobs(nc)
     assert len(listed) == 1
     assert listed[0]["request"] == {"workloads": WORKLOADS}
     assert listed[0]["requested_by"] == "nats:train_model"
-    assert await ask(nc, "workload_parameters") == b"{}"  # nothing trained yet
+    assert json.loads(await ask(nc, "workload_parameters")) == WORKLOADS  # the watchlist just submitted
 
 
 @pytest.mark.slow
@@ -285,7 +294,7 @@ async def test_train_model_trains_then_updates_without_a_job_and_trains_again_on
     assert await ask(nc, "train_model", json.dumps(request).encode()) == b"training job submitted"
     assert await inbox.next_json("model_workload_parameters") == {"workloads": WORKLOADS, "status_type": "train"}
     kv = await nc.jetstream().key_value("model-training-parameters")
-    assert json.loads((await kv.get("modelTrainingParameters")).value) == WORKLOADS
+    assert json.loads((await kv.get("modelTrainingParameters")).value) == request
     job_id = (await watch.events.get())["job_id"]
     record = await ask_json(nc, "training_status", {"job_id": job_id})
     assert record["request"] == {"workloads": WORKLOADS}
@@ -317,9 +326,9 @@ async def test_train_model_trains_then_updates_without_a_job_and_trains_again_on
     listed = await jobs(nc)
     assert len(listed) == 2
     assert listed[0]["request"] == {"workloads": more} and listed[1]["job_id"] == job["job_id"]
-    assert json.loads((await kv.get("modelTrainingParameters")).value) == more
+    assert json.loads((await kv.get("modelTrainingParameters")).value) == {"uuid": "u2", "workloads": more}
     assert await ask(nc, "model_status") == b"training"
-    assert json.loads(await ask(nc, "workload_parameters")) == WORKLOADS  # still what the last model learnt
+    assert json.loads(await ask(nc, "workload_parameters")) == more  # the watchlist just submitted
 
 
 async def pretend_model_trained_on(nc: nats.NATS, workloads: dict) -> None:

@@ -38,6 +38,7 @@ async def test_readyz_is_ready_when_nats_and_every_backend_answer(service: Servi
             "training-worker": True,
             "train-stream-consumer": True,
             "state-watch": True,
+            "gpu-watch": True,
             "logs (files)": True,
             "store (local)": True,
             "launcher (local)": True,

@@ -48,13 +48,13 @@ async def test_training_with_the_minio_store_reads_and_writes_s3_only(
     job = reply["job_id"]
     assert event["job_id"] == job
     s3 = Minio(s3_url.removeprefix("http://"), access_key="ak", secret_key="sk", secure=False)
-    models = sorted(o.object_name for o in s3.list_objects("opni-nulog-models", prefix=f"{job}/", recursive=True))
-    assert models == [f"{job}/metrics.json", f"{job}/nulog_model.pt", f"{job}/vocab.txt"]
-    assert {o.object_name for o in s3.list_objects("opni-nulog-models")} >= {"nulog_model_latest.pt", "vocab.txt"}
+    archived = sorted(o.object_name for o in s3.list_objects("opni-nulog-models-archive", prefix=f"{job}/", recursive=True))
+    assert archived == [f"{job}/metrics.json", f"{job}/nulog_model.pt", f"{job}/vocab.txt"]
+    assert {o.object_name for o in s3.list_objects("opni-nulog-models")} == {"nulog_model_latest.pt", "vocab.txt"}
     data = sorted(o.object_name for o in s3.list_objects("training-logs", prefix=f"{job}/", recursive=True))
     assert data == [f"{job}/manifest.json", f"{job}/windows.jsonl.gz"]
     latest = s3.get_object("opni-nulog-models", "nulog_model_latest.pt").read()
-    assert latest == s3.get_object("opni-nulog-models", f"{job}/nulog_model.pt").read()
+    assert latest == s3.get_object("opni-nulog-models-archive", f"{job}/nulog_model.pt").read()
     spec = json.loads((tmp_path / "jobs" / job / "spec.json").read_text())
     assert spec["data"] == [f"s3://training-logs/{job}/windows.jsonl.gz"]
-    assert spec["output"] == f"s3://opni-nulog-models/{job}"
+    assert spec["output"] == f"s3://opni-nulog-models-archive/{job}"

@@ -16,12 +16,18 @@ async def service(start_service: StartService) -> Service:
     return await start_service()
 
 
+
 async def ask(nc: nats.NATS, subject: str, payload: bytes) -> bytes:
     return (await nc.request(subject, payload, timeout=5)).data
 
 
-async def test_gpu_service_running_answers_running(service: Service, nc: nats.NATS) -> None:
-    assert await ask(nc, "gpu_service_running", b"check-up") == b"running"
+async def test_the_controller_does_not_answer_gpu_service_running_which_is_the_gpu_services_to_answer(
+    start_service: StartService, nc: nats.NATS
+) -> None:
+    await start_service(gpu_service=False)
+    with pytest.raises(nats.errors.NoRespondersError):
+        await nc.request("gpu_service_running", b"check-up", timeout=2)
+    assert await ask(nc, "gpu_service_inference", b"batch") == b"NO"  # nobody to take the batch
 
 
 async def test_training_status_of_an_unknown_job_says_so(service: Service, nc: nats.NATS) -> None:

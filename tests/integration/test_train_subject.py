@@ -43,25 +43,27 @@ async def test_train_request_announces_job_start_model_ready_and_job_end_in_orde
         "bucket_files": {"model_file": "nulog_model_latest.pt", "vocab_file": "vocab.txt"},
         "job_id": reply["job_id"],
     }
-    bucket = tmp_path / "store" / "opni-nulog-models"
-    for name in ("nulog_model_latest.pt", "vocab.txt", f"{reply['job_id']}/nulog_model.pt", f"{reply['job_id']}/metrics.json"):
-        assert (bucket / name).stat().st_size > 0, name
-    assert (bucket / "nulog_model_latest.pt").read_bytes() == (bucket / reply["job_id"] / "nulog_model.pt").read_bytes()
+    models = tmp_path / "store" / "opni-nulog-models"
+    archive = tmp_path / "store" / "opni-nulog-models-archive" / reply["job_id"]
+    assert sorted(p.name for p in models.iterdir()) == ["nulog_model_latest.pt", "vocab.txt"]
+    for name in ("nulog_model.pt", "vocab.txt", "metrics.json"):
+        assert (archive / name).stat().st_size > 0, name
+    assert (models / "nulog_model_latest.pt").read_bytes() == (archive / "nulog_model.pt").read_bytes()
     data = tmp_path / "store" / "training-logs" / reply["job_id"]
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["count"] > 0 and (data / "windows.jsonl.gz").exists()
 
     record = json.loads((await nc.request("training_status", json.dumps({"job_id": reply["job_id"]}).encode(), timeout=5)).data)
     assert record["phase"] == "succeeded"
-    # What Opni's gateway reads: the KV key modelTrainingStatus.
-    kv = await nc.jetstream().key_value("model-training-parameters")
+    # What Opni's gateway reads: the KV key modelTrainingStatus, the proto's ModelStatus.
+    kv = await nc.jetstream().key_value("model-training-statistics")
     status = json.loads((await kv.get("modelTrainingStatus")).value)
-    assert status["status"] == "completed" and status["job_id"] == reply["job_id"]
+    assert status["status"] == "completed" and set(status) == {"status", "statistics"}
     assert status["statistics"]["percentageCompleted"] == 100
     assert status["statistics"]["remainingTime"] == 0
     assert status["statistics"]["currentEpoch"] == 1
-    assert status["statistics"]["stage"] == "succeeded"
-    assert status["statistics"]["timeElapsed"] > 0
+    assert status["statistics"]["stage"] == "completed"
+    assert status["statistics"]["timeElapsed"] >= 0
     assert [step["phase"] for step in record["history"]] == ["queued", "exporting", "launching", "running", "succeeded"]
     assert record["log_count"] == manifest["count"]
     assert record["train_data_version_hash"] == manifest["sha256"]

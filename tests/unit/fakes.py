@@ -19,6 +19,7 @@ from training_controller.core.jobs import JobRecord
 from training_controller.core.ports import (
     Events,
     Finished,
+    GpuService,
     JobSpec,
     JobUpdate,
     LaunchedJob,
@@ -72,6 +73,9 @@ class RecordingEvents(Events):
     async def model_update(self, status: str) -> None:
         self.calls.append(("model_update", status))
 
+    async def job_reset(self) -> None:
+        self.calls.append(("job_reset", None))
+
     async def job_progress(self, job_id: str, update: JobUpdate) -> None:
         self.calls.append(("job_progress", (job_id, update)))
 
@@ -93,6 +97,16 @@ class RecordingEvents(Events):
 
     def phases(self) -> list[str]:
         return [u.phase.value for _, u in self.of("job_progress") if isinstance(u, PhaseUpdate)]
+
+
+class FakeGpuService(GpuService):
+    """The GPU inference service: `up` says whether it answers."""
+
+    def __init__(self, up: bool = True) -> None:
+        self.up = up
+
+    async def running(self) -> bool:
+        return self.up
 
 
 class ScriptedLauncher(Launcher):

@@ -22,6 +22,7 @@ from tests.unit.fakes import (
     PROGRESS,
     SECOND,
     T0,
+    FakeGpuService,
     FlakyState,
     RecordingEvents,
     ScriptedLauncher,
@@ -51,6 +52,7 @@ class Harness:
         self.launcher = ScriptedLauncher(mode)
         self.source = FilesLogSource(tmp_path / "logs")
         self.exporter = SourceExporter(self.source, self.store)
+        self.gpu_service = FakeGpuService()
         values = {"epochs": 2, "seed": 5, "max_lines": 1000, "device": "cpu", "progress_save_seconds": 0.0,
                   "retry_max_seconds": 0.05, **training}
         self.training = TrainingSettings(**values)
@@ -65,6 +67,7 @@ class Harness:
             state=self.state,
             events=self.events,
             exporter=self.exporter,
+            gpu_service=self.gpu_service,
             training=self.training,
             buckets=StoreSettings(),
         )
@@ -109,8 +112,11 @@ async def test_successful_job_goes_through_every_phase_to_succeeded(harness: Har
     assert await harness.state.get_job(record.job_id) == record
     assert not record.gpu_held and not record.trainer_may_run and record.announced
     status = await harness.state.get_value(TRAINING_STATUS_KEY)
-    assert status["job_id"] == record.job_id and status["status"] == "completed"
-    assert status["statistics"]["percentageCompleted"] == 100
+    assert status == {
+        "status": "completed",
+        "statistics": {"timeElapsed": 2, "percentageCompleted": 100, "remainingTime": 0, "currentEpoch": 1,
+                       "modelAccuracy": 0.0, "stage": "completed"},
+    }
 
 
 async def test_successful_job_announces_events_in_order(harness: Harness):
@@ -135,18 +141,20 @@ async def test_successful_job_announces_events_in_order(harness: Harness):
 async def test_successful_job_publishes_latest_files_with_identical_bytes(harness: Harness):
     record = await harness.run_one()
 
-    bucket = "opni-nulog-models"
-    model = await harness.store.get_bytes(bucket, f"{record.job_id}/{MODEL_FILE}")
+    archive, models = "opni-nulog-models-archive", "opni-nulog-models"
+    model = await harness.store.get_bytes(archive, f"{record.job_id}/{MODEL_FILE}")
     assert model == harness.launcher.model_bytes[record.job_id]
-    assert await harness.store.get_bytes(bucket, LATEST_MODEL_FILE) == model
-    assert await harness.store.get_bytes(bucket, LATEST_VOCAB_FILE) == await harness.store.get_bytes(
-        bucket, f"{record.job_id}/{VOCAB_FILE}"
+    assert await harness.store.get_bytes(models, LATEST_MODEL_FILE) == model
+    assert await harness.store.get_bytes(models, LATEST_VOCAB_FILE) == await harness.store.get_bytes(
+        archive, f"{record.job_id}/{VOCAB_FILE}"
     )
+    assert await harness.store.list(models) == [LATEST_MODEL_FILE, LATEST_VOCAB_FILE]  # nothing else to wipe
     assert record.artifacts == Artifacts(
-        bucket=bucket,
+        bucket=archive,
         model=f"{record.job_id}/{MODEL_FILE}",
         vocab=f"{record.job_id}/{VOCAB_FILE}",
         metrics=f"{record.job_id}/metrics.json",
+        latest_bucket=models,
         latest_model=LATEST_MODEL_FILE,
         latest_vocab=LATEST_VOCAB_FILE,
     )
@@ -182,7 +190,7 @@ async def test_launcher_gets_the_trainer_arguments_of_the_job(harness: Harness):
     [spec] = harness.launcher.specs
     assert spec.job_id == record.job_id
     assert spec.args.data == (harness.store.uri("training-logs", f"{record.job_id}/windows.jsonl.gz"),)
-    assert spec.args.output == harness.store.uri("opni-nulog-models", record.job_id)
+    assert spec.args.output == harness.store.uri("opni-nulog-models-archive", record.job_id)
     assert (spec.args.epochs, spec.args.seed, spec.args.max_lines, spec.args.device) == (2, 5, 1000, "cpu")
     assert record.parameters == TrainingParameters(epochs=2, seed=5, max_lines=1000, device="cpu", window_seconds=60)
 
@@ -220,7 +228,7 @@ async def test_failing_trainer_fails_the_job_with_its_message_and_still_ends_it(
     assert names[0] == "job_start" and names[-1] == "job_end"
     assert "model_ready" not in names
     assert not await harness.store.exists("opni-nulog-models", LATEST_MODEL_FILE)
-    assert (await harness.state.get_value(TRAINING_STATUS_KEY))["status"] == "failed"
+    assert (await harness.state.get_value(TRAINING_STATUS_KEY))["status"] == "training failed"
 
 
 async def test_trainer_that_succeeds_without_a_model_fails_the_job(tmp_path: Path):

@@ -102,6 +102,7 @@ def test_a_real_training_jobs_stdout_is_the_contract_and_feeds_the_gateways_stat
     mid = next(p for p in progress if p.step < p.steps)
     record = JobRecord.new(job_id="c1", seq=1).advance(JobPhase.EXPORTING, "x").advance(JobPhase.LAUNCHING, "x")
     status = training_status(record.advance(JobPhase.RUNNING, "training").evolve(progress=mid))
-    assert status["statistics"]["remainingTime"] == mid.eta_s > 0
-    assert status["statistics"]["timeElapsed"] == mid.elapsed_s > 0
-    assert status["statistics"]["currentEpoch"] == mid.epoch
+    stats = status["statistics"]
+    assert stats["remainingTime"] == round(mid.eta_s) and isinstance(stats["remainingTime"], int)  # int64
+    assert stats["timeElapsed"] == int(mid.elapsed_s) and stats["timeElapsed"] > 0
+    assert stats["currentEpoch"] == mid.epoch and stats["percentageCompleted"] == int(mid.percent)

@@ -11,6 +11,7 @@ is the one object an entry point talks to. The parts:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from training_controller.core.gateway import Gateway, Workloads
 from training_controller.core.gpu import GpuArbiter
 from training_controller.core.intake import Intake, Origin
 from training_controller.core.jobs import JobPhase, JobRecord
-from training_controller.core.ports import Events, Launcher, LogSource, ObjectStore, StateStore
+from training_controller.core.ports import Events, GpuService, Launcher, LogSource, ObjectStore, StateStore
 from training_controller.core.queries import LogQuery
 from training_controller.core.runner import Exporter, JobRunner, RunnerStatus
 
@@ -50,6 +51,7 @@ class TrainingController:
         state: StateStore,
         events: Events,
         exporter: Exporter,
+        gpu_service: GpuService,
         training: TrainingSettings,
         buckets: StoreSettings,
     ) -> None:
@@ -58,10 +60,14 @@ class TrainingController:
         self._launcher = launcher
         self._state = state
         self._events = events
+        self._gpu_service = gpu_service
+        self._training = training
         self._book = JobBook(state)
         self._gpu = GpuArbiter(state, reset_seconds=training.gpu_reset_seconds)
         self._intake = Intake(self._book, state, training)
-        self._gateway = Gateway(book=self._book, intake=self._intake, state=state, events=events, training=training)
+        self._gateway = Gateway(
+            book=self._book, intake=self._intake, state=state, events=events, gpu=self._gpu, training=training
+        )
         self._runner = JobRunner(
             book=self._book,
             exporter=exporter,
@@ -71,8 +77,7 @@ class TrainingController:
             gpu=self._gpu,
             gateway=self._gateway,
             training=training,
-            models_bucket=buckets.models_bucket,
-            training_bucket=buckets.training_bucket,
+            buckets=buckets,
         )
 
     async def load(self) -> None:
@@ -80,6 +85,7 @@ class TrainingController:
         retention; call before serving any request."""
         held = [r.job_id for r in self._book.all() if r.gpu_held]
         await self._gpu.load(own=held)
+        self._gpu.service_up = await self._gpu_service.running()
         await self._runner.prune()
 
     async def run(self) -> None:
@@ -131,8 +137,8 @@ class TrainingController:
 
     # -- the gateway -----------------------------------------------------------------------------------
 
-    async def train_workloads(self, workloads: Workloads, *, requested_by: str) -> str:
-        status_type = await self._gateway.train_workloads(workloads, requested_by=requested_by)
+    async def train_workloads(self, workloads: Workloads, *, uuid: str | None = None, requested_by: str) -> str:
+        status_type = await self._gateway.train_workloads(workloads, uuid=uuid, requested_by=requested_by)
         if status_type == "train":
             self._runner.wake()
         return status_type
@@ -140,17 +146,22 @@ class TrainingController:
     async def model_status(self) -> str:
         return await self._gateway.model_status()
 
+    async def watched_workloads(self) -> dict[str, Any]:
+        return await self._gateway.watched_workloads()
+
     async def last_workloads(self) -> dict[str, Any]:
         return await self._gateway.last_workloads()
 
     # -- the GPU ---------------------------------------------------------------------------------------
 
     def gpu_free_for_inference(self) -> bool:
+        """No training holds the GPU (the GPU service may still be away: see grant_inference)."""
         return not self._gpu.busy()
 
     async def grant_inference(self, payload: bytes) -> bool:
-        """`gpu_service_inference`: whether inference may use the GPU now; if so, the request is handed on."""
-        if self._gpu.busy():
+        """`gpu_service_inference`: whether inference may use the GPU now; if so, the request is handed on
+        to the GPU inference service."""
+        if not self._gpu.free_for_inference():
             return False
         await self._events.inference_granted(payload)
         return True
@@ -160,6 +171,25 @@ class TrainingController:
 
     async def external_training_ended(self) -> None:
         await self._gpu.external_end()
+
+    async def external_trainings_reset(self) -> None:
+        await self._gpu.external_reset()
+
+    async def watch_gpu(self) -> None:
+        """Ask the GPU inference service whether it runs, and lapse external claims held too long (saying so
+        with JobReset), every `gpu_service_check_seconds`; runs until cancelled (supervised)."""
+        was_up: bool | None = None
+        while True:
+            up = await self._gpu_service.running()
+            self._gpu.service_up = up
+            if up != was_up:
+                log.info("GPU inference service %s", "answers: inference may be granted the GPU" if up else "does not answer")
+                was_up = up
+            self._gpu.busy()  # lapses external claims older than GPU_TRAINING_RESET_TIME
+            if self._gpu.lapsed:
+                await self._events.job_reset()
+                self._gpu.lapsed = 0
+            await asyncio.sleep(self._training.gpu_service_check_seconds)
 
     # -- health ------------------------------------------------------------------------------------------
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from uuid import uuid4
 
 from training_controller.config import TrainingSettings
 from training_controller.core.book import JobBook
+from training_controller.core.gpu import GpuArbiter
 from training_controller.core.intake import Intake
 from training_controller.core.jobs import JobPhase, JobRecord
 from training_controller.core.ports import Events, StateStore
@@ -28,26 +30,30 @@ Workloads = dict[str, dict[str, list[str]]]
 
 
 class Gateway:
-    """What the gateway asks of the controller."""
+    """What the gateway asks of the controller, and the KV keys it reads."""
 
     def __init__(
-        self, *, book: JobBook, intake: Intake, state: StateStore, events: Events, training: TrainingSettings
+        self, *, book: JobBook, intake: Intake, state: StateStore, events: Events, gpu: GpuArbiter,
+        training: TrainingSettings,
     ) -> None:
         self._book = book
         self._intake = intake
         self._state = state
         self._events = events
+        self._gpu = gpu
         self._training = training
 
-    async def train_workloads(self, workloads: Workloads, *, requested_by: str) -> str:
+    async def train_workloads(self, workloads: Workloads, *, uuid: str | None, requested_by: str) -> str:
         """`train_model`: train if the workloads hold something the last model did not.
 
-        Returns what was announced on `model_workload_parameters`: `train`, `update` or `reset`.
+        Returns what was announced on `model_workload_parameters`: `train`, `update` or `reset`. The
+        watchlist is kept in the gateway's shape, `{"uuid", "workloads"}`, under `modelTrainingParameters`
+        (the gateway wrote the same just before asking; an older gateway did not).
         """
+        await self._state.put_value(PARAMETERS_KEY, {"uuid": uuid or uuid4().hex, "workloads": workloads})
         if not workloads:
             await self.reset_model()
             return "reset"
-        await self._state.put_value(PARAMETERS_KEY, workloads)
         if covers(await self.last_workloads(), workloads):
             await self._events.workload_parameters(workloads, "update")
             return "update"
@@ -58,27 +64,40 @@ class Gateway:
             exclude_anomalies=True,
             exclude_keywords=ANOMALY_KEYWORDS,
         )
-        await self._intake.submit(query, request={"workloads": workloads}, requested_by=requested_by)
+        record, _ = await self._intake.submit(query, request={"workloads": workloads}, requested_by=requested_by)
+        await self.publish_status(record)
         await self._events.workload_parameters(workloads, "train")
         return "train"
 
     async def reset_model(self) -> None:
-        """Forget the last trained model and the workloads."""
-        await self._state.put_value(PARAMETERS_KEY, {})
+        """Forget the last trained model; the watchlist is empty already."""
         await self._state.put_value(LAST_MODEL_KEY, None)
+        await self._state.put_value(TRAINING_STATUS_KEY, NO_MODEL_STATUS)
         await self._events.model_update("reset")
         await self._events.workload_parameters({}, "reset")
         log.info("model reset: workloads and last trained model forgotten")
 
     async def model_status(self) -> str:
-        """`model_status`: `training` while a job is under way or queued, else `completed` or `not started`."""
-        if self._book.index.pending_count():
+        """`model_status`: `training` while a job is under way or queued, or an external trainer holds the
+        GPU (Opni counts every JobStart); else `completed` once a model was trained, or `not started`."""
+        if self._book.index.pending_count() or self._gpu.external_busy():
             return "training"
         return "completed" if await self._state.get_value(LAST_MODEL_KEY) else "not started"
+
+    async def watched_workloads(self) -> dict[str, Any]:
+        """`workload_parameters`: the watchlist last submitted (with train_model, by us or the gateway)."""
+        value = await self._state.get_value(PARAMETERS_KEY) or {}
+        if isinstance(value, dict) and set(value) <= {"uuid", "workloads"}:
+            return value.get("workloads") or {}
+        return value if isinstance(value, dict) else {}  # an older gateway's bare map
 
     async def last_workloads(self) -> dict[str, Any]:
         """The workloads the last trained model was trained on."""
         return (await self._state.get_value(LAST_MODEL_KEY) or {}).get("workloads") or {}
+
+    async def last_model(self) -> dict[str, Any] | None:
+        """`{job_id, workloads, at}` of the last model trained (or promoted), or None."""
+        return await self._state.get_value(LAST_MODEL_KEY)
 
     async def model_trained(self, record: JobRecord) -> None:
         """Remember the model of a succeeded job as the last one trained."""
@@ -90,28 +109,37 @@ class Gateway:
         await self._state.put_value(TRAINING_STATUS_KEY, training_status(record))
 
 
+NO_MODEL_STATUS = {"status": "no model trained"}
+# The gateway proto's ModelStatus: status, and statistics whose stage the UI knows as train / fetching data.
+_STATUS: dict[JobPhase, tuple[str, str]] = {
+    JobPhase.QUEUED: ("training", "fetching data"),
+    JobPhase.EXPORTING: ("training", "fetching data"),
+    JobPhase.LAUNCHING: ("training", "train"),
+    JobPhase.RUNNING: ("training", "train"),
+    JobPhase.SUCCEEDED: ("completed", "completed"),
+    JobPhase.FAILED: ("training failed", "training failed"),
+    JobPhase.CANCELLED: ("training failed", "cancelled"),
+}
+
+
 def training_status(record: JobRecord) -> dict[str, Any]:
-    """The `modelTrainingStatus` value that Opni's gateway reads for the job."""
+    """The `modelTrainingStatus` value of a job: the gateway proto's `ModelStatus`, exactly.
+
+    protojson on the gateway's side refuses unknown fields, and int64 fields hold whole numbers: so no job
+    id, and no fractions of seconds or of a percent.
+    """
     p = record.progress
-    status = {
-        JobPhase.QUEUED: "queued",
-        JobPhase.EXPORTING: "fetching data",
-        JobPhase.LAUNCHING: "training",
-        JobPhase.RUNNING: "training",
-        JobPhase.SUCCEEDED: "completed",
-        JobPhase.FAILED: "failed",
-        JobPhase.CANCELLED: "cancelled",
-    }[record.phase]
+    status, stage = _STATUS[record.phase]
     done = record.phase is JobPhase.SUCCEEDED
     return {
-        "job_id": record.job_id,
         "status": status,
         "statistics": {
-            "timeElapsed": p.elapsed_s if p else 0,
-            "percentageCompleted": 100 if done else (p.percent if p else 0),
-            "remainingTime": 0 if record.phase.is_final or p is None else p.eta_s,
+            "timeElapsed": int(p.elapsed_s) if p else 0,
+            "percentageCompleted": 100 if done else (int(p.percent) if p else 0),
+            "remainingTime": 0 if record.phase.is_final or p is None else int(round(p.eta_s)),
             "currentEpoch": p.epoch if p else 0,
-            "stage": record.phase.value,
+            "modelAccuracy": 0.0,
+            "stage": stage,
         },
     }
 

@@ -2,10 +2,14 @@
 
 The GPU is taken by this controller's own training (between its JobStart and JobEnd) or by an external
 trainer that announced `JobStart` on `gpu_trainingjob_status`. Both kinds of claim are stored state: the
-controller's own claims are the job records with `gpu_held` (restored with `restore_own` before the first
+controller's own claims are the job records with `gpu_held` (taken up by `load` before the first
 `gpu_service_inference` is answered after a restart), the external ones live under `gpuTrainingState`. An
-external trainer may die without its `JobEnd`; its claim then lapses after `reset_seconds`, so that
-inference is never locked out for good.
+external trainer may die without its `JobEnd`; its claim then lapses after `reset_seconds` (Opni's
+GPU_TRAINING_RESET_TIME, an hour) and the controller says so with `JobReset`, as Opni's does; a `JobReset`
+from elsewhere voids every external claim too.
+
+Inference may use the GPU only when no training holds it *and* the GPU inference service answers its
+health check: a YES hands the batch to `gpu_service_inference_internal`, where nobody may listen.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class GpuArbiter:
         self._own: set[str] = set()
         self._external: list[float] = []  # start times of external claims, oldest first
         self._changed = asyncio.Event()
+        self.lapsed = 0  # external claims that lapsed and have not been announced with JobReset yet
+        self.service_up = False  # the GPU inference service answered its last health check
 
     async def load(self, own: Iterable[str] = ()) -> None:
         """Take up the claims a previous controller left: its jobs that still hold the GPU, and the external
@@ -84,6 +90,10 @@ class GpuArbiter:
     def busy(self) -> bool:
         """Whether any training holds the GPU now."""
         return bool(self._own) or self.external_busy()
+
+    def free_for_inference(self) -> bool:
+        """No training holds the GPU, and the GPU inference service is there to take the batch."""
+        return self.service_up and not self.busy()
 
     async def wait_until_external_free(self) -> None:
         """Return once no external trainer holds the GPU."""

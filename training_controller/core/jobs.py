@@ -90,12 +90,14 @@ class TrainingData(_Value):
 
 
 class Artifacts(_Value):
-    """Where the trained model lies in the object store."""
+    """Where the trained model lies in the object store: its archive, and the current names at the models
+    bucket's root (while it is the current model)."""
 
     bucket: str
     model: str
     vocab: str
     metrics: str
+    latest_bucket: str = "opni-nulog-models"
     latest_model: str
     latest_vocab: str
 
@@ -120,7 +122,9 @@ class JobRecord(_Value):
     gpu_held: bool = Field(default=False, description="JobStart was announced and JobEnd not yet.")
     trainer_may_run: bool = Field(default=False, description="The trainer was launched and not seen to end.")
     trained: bool = Field(default=False, description="The trainer ended well; its model is being published.")
-    announced: bool = Field(default=False, description="model_ready went out for this job's model.")
+    announced: bool = Field(
+        default=False, description="The end was announced: model_ready for a model, or the previous model put back."
+    )
     cancel_requested: bool = False
     msg_id: str | None = Field(default=None, description="The request's Nats-Msg-Id, if it had one.")
     request_hash: str = Field(default="", description="sha256 of the request payload, to match its copies.")

@@ -255,6 +255,14 @@ class StateStore(abc.ABC):
         await asyncio.Event().wait()
 
 
+class GpuService(abc.ABC):
+    """The GPU inference service, which takes the batches `gpu_service_inference` grants the GPU to."""
+
+    @abc.abstractmethod
+    async def running(self) -> bool:
+        """Whether it answers its health check now (Opni: `gpu_service_running` check-up -> running)."""
+
+
 class Events(abc.ABC):
     """Announces what happened to the services that listen; a bus that cannot take a message now raises
     EventsUnavailable."""
@@ -269,11 +277,17 @@ class Events(abc.ABC):
 
     @abc.abstractmethod
     async def model_ready(self, *, bucket: str, model_file: str, vocab_file: str, job_id: str) -> None:
-        """A new model is in the bucket."""
+        """A new model is in the bucket: `model_ready` for older inference services, and `model_update`
+        with the same bucket payload, the one current Opni inference services reload on."""
 
     @abc.abstractmethod
     async def model_update(self, status: str) -> None:
-        """The model is being trained or was reset."""
+        """The model is being trained (`training`) or was reset (`reset`); Opni's inference services then
+        drop their model and empty the models bucket."""
+
+    @abc.abstractmethod
+    async def job_reset(self) -> None:
+        """Every external claim on the GPU is void (`gpu_trainingjob_status` JobReset)."""
 
     @abc.abstractmethod
     async def job_progress(self, job_id: str, update: JobUpdate) -> None:

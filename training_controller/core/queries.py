@@ -70,6 +70,14 @@ class LogQuery(BaseModel):
     exclude_anomalies: bool = Field(default=False, description="Drop documents labelled anomalous.")
     exclude_keywords: tuple[str, ...] = Field(default=(), description="Drop messages holding any of these.")
     max_documents: int | None = Field(default=None, ge=1, description="Cap over all intervals together.")
+    search: dict[str, Any] | None = Field(
+        default=None,
+        description="A search body to run as it is (Opni's training query); the fields above are what could "
+        "be read from it, for sources that filter in Python.",
+    )
+    search_not_understood: tuple[str, ...] = Field(
+        default=(), description="Clauses of `search` that a source filtering in Python cannot apply."
+    )
 
     def matches(self, doc: dict[str, Any], ts_ns: int) -> bool:
         """Whether one document belongs to the result (used by sources that filter in Python)."""

@@ -40,7 +40,7 @@ from nulog.protocol import (
     JobArgs,
     ProgressEvent,
 )
-from training_controller.config import TrainingSettings
+from training_controller.config import StoreSettings, TrainingSettings
 from training_controller.core.book import JobBook
 from training_controller.core.errors import (
     DeadlineExceeded,
@@ -115,8 +115,7 @@ class JobRunner:
         gpu: GpuArbiter,
         gateway: Gateway,
         training: TrainingSettings,
-        models_bucket: str,
-        training_bucket: str,
+        buckets: StoreSettings,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._book = book
@@ -127,8 +126,9 @@ class JobRunner:
         self._gpu = gpu
         self._gateway = gateway
         self._training = training
-        self._models_bucket = models_bucket
-        self._training_bucket = training_bucket
+        self._models_bucket = buckets.models_bucket
+        self._archive_bucket = buckets.archive_bucket
+        self._training_bucket = buckets.training_bucket
         self._clock = clock
         self._backoff = Backoff(maximum=training.retry_max_seconds)
         # State writes are cheap and NATS comes back quickly: look again often.
@@ -307,7 +307,7 @@ class JobRunner:
         args = JobArgs(
             job_id=record.job_id,
             data=(self._store.uri(record.training_data.bucket, record.training_data.data),),
-            output=self._store.uri(self._models_bucket, record.job_id),
+            output=self._store.uri(self._archive_bucket, record.job_id),
             epochs=p.epochs,
             seed=p.seed,
             device=p.device,
@@ -348,22 +348,59 @@ class JobRunner:
 
     async def _publish(self, record: JobRecord) -> None:
         """Put the trained model under the names Opni's inference service reads, and mark the job succeeded."""
-        bucket, job_id = self._models_bucket, record.job_id
-        missing = [f for f in (MODEL_FILE, VOCAB_FILE) if not await self._store.exists(bucket, f"{job_id}/{f}")]
+        archive, job_id = self._archive_bucket, record.job_id
+        missing = [f for f in (MODEL_FILE, VOCAB_FILE) if not await self._store.exists(archive, f"{job_id}/{f}")]
         if missing:
             raise TrainingFailed(f"the training job ended without writing {', '.join(missing)}")
-        # The latest names are written only once both per-job files are complete.
-        await self._store.copy(bucket, f"{job_id}/{MODEL_FILE}", bucket, LATEST_MODEL_FILE)
-        await self._store.copy(bucket, f"{job_id}/{VOCAB_FILE}", bucket, LATEST_VOCAB_FILE)
+        await self._put_current(job_id)
         artifacts = Artifacts(
-            bucket=bucket,
+            bucket=archive,
             model=f"{job_id}/{MODEL_FILE}",
             vocab=f"{job_id}/{VOCAB_FILE}",
             metrics=f"{job_id}/{METRICS_FILE}",
+            latest_bucket=self._models_bucket,
             latest_model=LATEST_MODEL_FILE,
             latest_vocab=LATEST_VOCAB_FILE,
         )
         await self._advance(record, JobPhase.SUCCEEDED, "model trained and published", artifacts=artifacts)
+
+    async def _put_current(self, job_id: str) -> None:
+        """Copy a job's model from the archive to the root of the models bucket, where inference reads it.
+
+        The latest names are written only once both per-job files are complete, the vocabulary last.
+        """
+        archive, models = self._archive_bucket, self._models_bucket
+        await self._store.copy(archive, f"{job_id}/{MODEL_FILE}", models, LATEST_MODEL_FILE)
+        await self._store.copy(archive, f"{job_id}/{VOCAB_FILE}", models, LATEST_VOCAB_FILE)
+
+    async def _restore_previous_model(self, job_id: str) -> None:
+        """After a training that did not end in a model: put the last good one back, and say so.
+
+        Announcing the training made every Opni inference service empty the models bucket; without this,
+        inference would stay without a model until the next training succeeds.
+        """
+        last = await self._gateway.last_model()
+        if not last or not last.get("job_id"):
+            return
+        previous = last["job_id"]
+        try:
+            await retry_forever(
+                lambda: self._put_current(previous),
+                what=f"job {job_id}: restore the model of job {previous}", backoff=self._backoff, on_retry=self._beat,
+            )
+        except PermanentError as e:  # the archive lost it: nothing to restore
+            log.error("job %s: the previous model (job %s) cannot be restored: %s", job_id, previous, e)
+            return
+        await self._announce_model(previous)
+        log.info("job %s: the previous model (job %s) is current again", job_id, previous)
+
+    async def _announce_model(self, job_id: str) -> None:
+        await self._announce(
+            lambda: self._events.model_ready(
+                bucket=self._models_bucket, model_file=LATEST_MODEL_FILE, vocab_file=LATEST_VOCAB_FILE, job_id=job_id
+            ),
+            f"job {job_id}: model_ready",
+        )
 
     async def _settle(self, record: JobRecord) -> JobRecord:
         """Everything owed once a job has ended: its trainer stopped, its model announced, the GPU given back."""
@@ -377,13 +414,12 @@ class JobRunner:
                 lambda: self._gateway.model_trained(finished),
                 what=f"job {job_id}: remember the model", backoff=self._state_backoff, on_retry=self._beat,
             )
-            await self._announce(
-                lambda: self._events.model_ready(
-                    bucket=self._models_bucket, model_file=LATEST_MODEL_FILE, vocab_file=LATEST_VOCAB_FILE, job_id=job_id
-                ),
-                f"job {job_id}: model_ready",
-            )
+            await self._announce_model(job_id)
             record = await self._persist(job_id, lambda r: r.evolve(announced=True), "record model_ready")
+        elif record.gpu_held and not record.announced:
+            # `model_update {"status": "training"}` went out when the GPU was taken.
+            await self._restore_previous_model(job_id)
+            record = await self._persist(job_id, lambda r: r.evolve(announced=True), "record the model restored")
         if record.gpu_held:
             await self._announce(lambda: self._events.job_end(job_id), f"job {job_id}: JobEnd")
             self._gpu.release(job_id)

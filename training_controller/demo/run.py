@@ -135,8 +135,8 @@ class Demo:
             if self.controller is not None and self.controller.poll() is not None:
                 raise DemoFailed(f"the controller exited with code {self.controller.returncode}:\n{self.controller_log_tail()}")
             try:
-                reply = await nc.request(Subjects.GPU_SERVICE_RUNNING, b"check-up", timeout=1)
-                if reply.data == b"running":
+                reply = await nc.request(Subjects.TRAINING_JOBS, b"{}", timeout=1)
+                if b'"jobs"' in reply.data:
                     return
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
                 await asyncio.sleep(0.2)

@@ -28,14 +28,23 @@ from training_controller.core.ports import StateStore
 log = logging.getLogger(__name__)
 
 PARAMETERS_BUCKET = "model-training-parameters"
+STATISTICS_BUCKET = "model-training-statistics"
 JOBS_BUCKET = "training-jobs"
 CONTROLLER_BUCKET = "training-controller"
+# Descriptions are part of the stream's configuration: the gateway's two are its own words, exactly.
+DESCRIPTIONS = {
+    PARAMETERS_BUCKET: "Storing the workloads specified for model training.",
+    STATISTICS_BUCKET: "Storing the statistics for the training of the model.",
+    JOBS_BUCKET: "The training controller's job records.",
+    CONTROLLER_BUCKET: "The training controller's own state: the last model trained, claims on the GPU.",
+}
 _SEQ_KEY = "_seq"
 # Which bucket holds each value key; keys not named here are the controller's own.
 BUCKET_OF_KEY = {
     "modelTrainingParameters": PARAMETERS_BUCKET,
-    "modelTrainingStatus": PARAMETERS_BUCKET,
+    "modelTrainingStatus": STATISTICS_BUCKET,
 }
+VALUE_BUCKETS = (CONTROLLER_BUCKET, PARAMETERS_BUCKET, STATISTICS_BUCKET)
 
 
 class NatsKVStateStore(StateStore):
@@ -50,15 +59,15 @@ class NatsKVStateStore(StateStore):
 
     @classmethod
     async def open(cls, bus: Bus) -> NatsKVStateStore:
-        names = (JOBS_BUCKET, CONTROLLER_BUCKET, PARAMETERS_BUCKET)
-        store = cls({name: await bus.key_value(name) for name in names}, bus=bus)
+        names = (JOBS_BUCKET, *VALUE_BUCKETS)
+        store = cls({name: await bus.key_value(name, description=DESCRIPTIONS[name]) for name in names}, bus=bus)
         await store._load_records()
-        for name in (CONTROLLER_BUCKET, PARAMETERS_BUCKET):
+        for name in VALUE_BUCKETS:
             await store._read_values(store._buckets[name])
         return store
 
     def _value_buckets(self) -> list[KeyValue]:
-        return [self._buckets[name] for name in (CONTROLLER_BUCKET, PARAMETERS_BUCKET)]
+        return [self._buckets[name] for name in VALUE_BUCKETS]
 
     async def _load_records(self) -> None:
         """Every record, from the last message per key of the jobs bucket, in one pass."""
@@ -76,7 +85,7 @@ class NatsKVStateStore(StateStore):
 
     async def _read_values(self, bucket: KeyValue) -> None:
         async for key, value in _latest(bucket):
-            self._values[key] = json.loads(value) if value else None
+            self._values[key] = _decode(key, value)
 
     async def watch(self) -> None:
         """Keep the value cache current with every write to the value buckets, including other writers'.
@@ -94,7 +103,7 @@ class NatsKVStateStore(StateStore):
                     if entry.operation in (KV_DEL, KV_PURGE):
                         self._values.pop(entry.key, None)
                     else:
-                        self._values[entry.key] = json.loads(entry.value) if entry.value else None
+                        self._values[entry.key] = _decode(entry.key, entry.value)
                 raise StateUnavailable("the watch of the value buckets ended")
 
             await asyncio.gather(*(follow(w) for w in watchers))
@@ -130,6 +139,17 @@ class NatsKVStateStore(StateStore):
 
     async def ping(self) -> bool:
         return self._bus is None or self._bus.connected
+
+
+def _decode(key: str, value: bytes | None) -> Any:
+    """A value as JSON; one another writer stored as something else is kept as text, and said so."""
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        log.warning("value of %s is not JSON; kept as text", key)
+        return value.decode(errors="replace")
 
 
 async def _latest(bucket: KeyValue):
