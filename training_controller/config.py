@@ -114,12 +114,29 @@ class KubernetesSettings(_Section):
     watch_timeout_seconds: int = Field(default=300, alias="kube_watch_timeout_seconds", ge=1)
     poll_seconds: float = Field(default=2.0, alias="kube_poll_seconds", gt=0)
     log_drain_seconds: float = Field(default=30.0, alias="kube_log_drain_seconds", ge=0)
+    cancel_timeout_seconds: float = Field(
+        default=120.0, alias="kube_cancel_timeout_seconds", gt=0,
+        description="How long a cancel waits for the training's pods to stop before it reports a temporary error.",
+    )
+    minio_ca_secret: str | None = Field(
+        default=None, alias="minio_ca_secret",
+        description="Secret holding MINIO_CA_FILE's bundle, under the file's name; mounted at MINIO_CA_FILE in the pod.",
+    )
+    minio_ca_config_map: str | None = Field(
+        default=None, alias="minio_ca_config_map", description="ConfigMap instead of a Secret for the CA bundle.",
+    )
 
     @field_validator("node_selector", "tolerations", "image_pull_secrets", "resource_requests", mode="before")
     @classmethod
     def _json_from_env(cls, value: Any) -> Any:
         # From the environment these arrive as JSON text.
         return json.loads(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_ca_source(self) -> KubernetesSettings:
+        if self.minio_ca_secret and self.minio_ca_config_map:
+            raise ValueError("set MINIO_CA_SECRET or MINIO_CA_CONFIG_MAP, not both: the CA bundle has one source")
+        return self
 
     @property
     def image(self) -> str:

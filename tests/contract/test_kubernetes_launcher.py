@@ -11,41 +11,36 @@ import asyncio
 import functools
 import json
 import threading
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 from nulog.objectstore import MinioConfig
-from nulog.protocol import DoneEvent, ErrorEvent, JobArgs, ProgressEvent, StageEvent, encode_event
+from nulog.protocol import DoneEvent, ErrorEvent, ProgressEvent, StageEvent, encode_event
 from training_controller.adapters.launchers.kubernetes import KubernetesLauncher
 from training_controller.config import KubernetesSettings
 from training_controller.core.errors import LauncherForbidden, LauncherUnavailable, PermanentError
 from training_controller.core.ports import (
     Finished,
-    JobSpec,
     LauncherEvent,
     LogLine,
     StillRunning,
     TrainerOutput,
+    WorkerState,
 )
 
+from .kube_fixtures import NS, collect, make_launcher, modified, training_spec, validate_strict
 from .kube_server import FakeKubeServer, condition, status
 
-NS = "opni-training"
-SPEC = JobSpec(
-    job_id="abc123",
-    args=JobArgs(
-        job_id="abc123",
-        data=("s3://training-logs/abc123/windows.jsonl.gz",),
-        output="s3://opni-nulog-models/abc123",
-        epochs=3,
-        seed=7,
-        max_lines=5000,
-        device="cuda",
-    ),
-)
+SPEC = training_spec()
+LABELS = {
+    "app.kubernetes.io/name": "nulog-train",
+    "app.kubernetes.io/managed-by": "training-controller",
+    "training-controller/job-id": "abc123",
+}
+POD_LABELS = {**LABELS, "training-controller/role": "master"}
 
 
 def progress(step: int = 1, **fields: object) -> ProgressEvent:
@@ -55,49 +50,14 @@ def progress(step: int = 1, **fields: object) -> ProgressEvent:
 
 
 def kinds(events: list[LauncherEvent]) -> list[str]:
+    """What each event is; the workers' states (reported as the pods are seen) are left out."""
     names = {TrainerOutput: "event", LogLine: "log", Finished: "finished", StillRunning: "still running"}
-    return [names[type(e)] for e in events]
-LABELS = {
-    "app.kubernetes.io/name": "nulog-train",
-    "app.kubernetes.io/managed-by": "training-controller",
-    "training-controller/job-id": "abc123",
-}
+    return [names[type(e)] for e in events if not isinstance(e, WorkerState)]
 
 
-@pytest.fixture
-def kube() -> Iterator[FakeKubeServer]:
-    with FakeKubeServer(namespace=NS) as server:
-        yield server
-
-
-MINIO = MinioConfig(url="http://minio.opni-training.svc:9000")
-
-
-def make_launcher(kube: FakeKubeServer, *, minio: MinioConfig = MINIO, **settings: object) -> KubernetesLauncher:
-    configuration = client.Configuration(host=kube.url)
-    defaults = dict(
-        namespace=NS,
-        image_name="rancher/nulog-train",
-        image_tag="v0.1.0",
-        request_timeout_seconds=5.0,
-        watch_timeout_seconds=5,
-        poll_seconds=0.05,
-        log_drain_seconds=5.0,
-    )
-    return KubernetesLauncher(
-        client.ApiClient(configuration), KubernetesSettings(**{**defaults, **settings}), minio=minio
-    )
-
-
-async def collect(launcher: KubernetesLauncher, job_id: str, timeout: float = 20) -> list[LauncherEvent]:
-    async def run() -> list[LauncherEvent]:
-        return [e async for e in launcher.events(job_id)]
-
-    return await asyncio.wait_for(run(), timeout)
-
-
-def modified(job: dict) -> dict:
-    return {"type": "MODIFIED", "object": job}
+def told(events: list[LauncherEvent]) -> list[LauncherEvent]:
+    """The trainer's output and the end, without the workers' states."""
+    return [e for e in events if not isinstance(e, WorkerState | StillRunning)]
 
 
 # -- launch -------------------------------------------------------------------------------------------------
@@ -123,7 +83,7 @@ async def test_launch_sends_the_training_job_as_a_batch_v1_job(kube: FakeKubeSer
         ]
     }
     template = spec["template"]
-    assert template["metadata"]["labels"] == LABELS
+    assert template["metadata"]["labels"] == POD_LABELS
     pod = template["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["automountServiceAccountToken"] is False
@@ -249,7 +209,7 @@ async def test_launch_when_the_api_server_is_unreachable_is_a_temporary_error() 
 
 async def test_a_job_id_that_cannot_name_a_job_is_refused_before_any_request(kube: FakeKubeServer) -> None:
     with pytest.raises(PermanentError, match="cannot name a Kubernetes Job"):
-        await make_launcher(kube).launch(JobSpec("Bad_ID", JobArgs(job_id="Bad_ID", data=("x",), output="y")))
+        await make_launcher(kube).launch(training_spec("Bad_ID"))
     assert kube.requests == []
 
 
@@ -274,7 +234,7 @@ async def test_pod_log_lines_become_progress_and_log_events_then_success(kube: F
 
     events = await collect(launcher, "abc123")
 
-    assert events[:-1] == [
+    assert told(events)[:-1] == [
         TrainerOutput(StageEvent(stage="loading")),
         LogLine("loading 5000 lines from /tmp/data"),
         TrainerOutput(progress()),
@@ -298,7 +258,7 @@ async def test_a_broken_log_stream_is_resumed_without_repeating_lines(kube: Fake
 
     events = await collect(make_launcher(kube), "abc123")
 
-    assert [e.event.step for e in events[:-1]] == [0, 1, 2, 3, 4, 5]
+    assert [e.event.step for e in told(events)[:-1]] == [0, 1, 2, 3, 4, 5]
     first, second = kube.of("GET", "/pods/nulog-train-abc123-z/log")
     assert "sinceSeconds" not in first.query and first.query["timestamps"].lower() == "true"
     assert int(second.query["sinceSeconds"]) > 60  # from before the last line passed on (the log is dated 2026-01-01)
@@ -366,7 +326,7 @@ async def test_a_deadline_exceeded_job_fails_with_that_reason(kube: FakeKubeServ
 
     events = await collect(make_launcher(kube), "abc123")
 
-    assert events == [
+    assert told(events) == [
         Finished(succeeded=False, message="DeadlineExceeded: Job was active longer than specified deadline")
     ]
 
@@ -433,7 +393,7 @@ async def test_a_deleted_job_ends_the_events_as_failed(kube: FakeKubeServer) -> 
     events = await collect(make_launcher(kube), "abc123")
 
     assert kinds(events) == ["finished"]
-    assert not events[0].succeeded and "was deleted" in events[0].message
+    assert not events[-1].succeeded and "was deleted" in events[-1].message
 
 
 async def test_a_job_that_does_not_exist_ends_the_events_as_failed(kube: FakeKubeServer) -> None:
@@ -477,7 +437,7 @@ async def test_a_log_without_permission_is_reported_and_the_job_is_still_followe
 
     events = await collect(make_launcher(kube), "abc123")
 
-    assert kinds(events) == ["finished"] and events[0].succeeded
+    assert kinds(events) == ["finished"] and events[-1].succeeded
     assert 'resources: ["pods/log"], verbs: ["get"]' in caplog.text
     assert len(kube.of("GET", "/pods/nulog-train-abc123-p/log")) == 1  # not asked again and again
 
@@ -489,6 +449,8 @@ async def test_stopping_to_follow_a_job_leaves_no_stream_behind(kube: FakeKubeSe
     stream = make_launcher(kube).events("abc123")
 
     first = await asyncio.wait_for(anext(stream), 10)
+    while isinstance(first, WorkerState):
+        first = await asyncio.wait_for(anext(stream), 10)
     await stream.aclose()
 
     assert first == TrainerOutput(StageEvent(stage="training"))
@@ -548,7 +510,7 @@ async def test_list_jobs_follows_the_continue_token_across_pages(kube: FakeKubeS
     for i in range(5):
         kube.job_object(f"nulog-train-job{i}", labels={**LABELS, "training-controller/job-id": f"job{i}"})
     launcher = make_launcher(kube)
-    monkeypatch.setattr(launcher, "_list_all_jobs", functools.partial(launcher._list_all_jobs, page_size=2))
+    monkeypatch.setattr(launcher.api, "list_all", functools.partial(launcher.api.list_all, page_size=2))
 
     jobs = await launcher.list_jobs()
 
@@ -596,3 +558,151 @@ async def test_from_environment_reads_the_kubeconfig_named_by_kubeconfig(
 
     assert await launcher.ping() is True
     assert kube.requests[-1].path == f"/apis/batch/v1/namespaces/{NS}/jobs"
+
+
+# -- what the pod is given ----------------------------------------------------------------------------------
+
+
+async def test_the_training_job_carries_the_minio_tls_settings_the_controller_was_given(kube: FakeKubeServer) -> None:
+    minio = MinioConfig(url="https://minio.opni-training.svc:9000", verify_tls=True, ca_file=Path("/etc/minio/ca.crt"))
+    await make_launcher(kube, minio=minio, minio_ca_secret="minio-ca").launch(SPEC)
+
+    job = kube.of("POST", "/jobs")[0].body
+    validate_strict(job)
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MINIO_SERVER_URL"] == "https://minio.opni-training.svc:9000"
+    assert env["MINIO_VERIFY_TLS"] == "true"
+    assert env["MINIO_CA_FILE"] == "/etc/minio/ca.crt"
+    # The same bundle, at the same path, from the Secret the settings name.
+    assert {"name": "minio-ca", "mountPath": "/etc/minio/ca.crt", "subPath": "ca.crt", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "minio-ca", "secret": {"secretName": "minio-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}} in pod["volumes"]
+    assert MinioConfig.from_env({k: v for k, v in env.items() if v is not None}).public_env() == minio.public_env()
+
+
+async def test_a_ca_bundle_can_come_from_a_config_map_and_verification_off_reaches_the_pod(kube: FakeKubeServer) -> None:
+    minio = MinioConfig(url="https://minio:9000", verify_tls=False, ca_file=Path("/etc/ssl/minio/bundle.pem"))
+    await make_launcher(kube, minio=minio, minio_ca_config_map="minio-ca-bundle").launch(SPEC)
+
+    pod = kube.of("POST", "/jobs")[0].body["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["MINIO_VERIFY_TLS"] == "false"
+    assert {"name": "minio-ca", "configMap": {"name": "minio-ca-bundle", "items": [{"key": "bundle.pem", "path": "bundle.pem"}]}} in pod["volumes"]
+
+
+def test_a_ca_bundle_the_pod_could_not_get_is_refused_when_the_launcher_is_made() -> None:
+    minio = MinioConfig(url="https://minio:9000", ca_file=Path("/etc/minio/ca.crt"))
+    with pytest.raises(ValueError, match="MINIO_CA_SECRET or MINIO_CA_CONFIG_MAP"):
+        make_launcher(None, minio=minio)
+
+
+def test_without_a_ca_bundle_the_pod_mounts_none() -> None:
+    job = make_launcher(None).build(SPEC)
+
+    assert [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
+    assert "MINIO_CA_FILE" not in {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_the_spec_s_image_entrypoint_and_gpus_replace_the_defaults() -> None:
+    spec = training_spec(image="registry.example/other-trainer:2", entrypoint=("python", "-m", "other.job"), gpus_per_worker=4)
+    job = make_launcher(None, gpu_count=1).build(spec)
+
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.example/other-trainer:2"
+    assert container["command"] == ["python", "-m", "other.job"]
+    assert container["command"] + container["args"] == spec.command("python")
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": "4"}}
+    no_gpu = make_launcher(None, gpu_count=1).build(training_spec(gpus_per_worker=0))
+    assert "resources" not in no_gpu["spec"]["template"]["spec"]["containers"][0]
+
+
+# -- following a quiet job, and its pod ---------------------------------------------------------------------
+
+
+async def test_a_quiet_running_job_yields_still_running_at_least_every_interval(kube: FakeKubeServer) -> None:
+    kube.job_object("nulog-train-abc123")
+    kube.watch_script = [[1.2, lambda: modified(kube.job_object("nulog-train-abc123", conditions=[condition("Complete")]))]]
+    stamps: list[float] = []
+    events: list[LauncherEvent] = []
+
+    async def follow() -> None:
+        async for event in make_launcher(kube, still_running_seconds=0.25).events("abc123"):
+            stamps.append(time.monotonic())
+            events.append(event)
+
+    started = time.monotonic()
+    await asyncio.wait_for(follow(), 20)
+
+    still = [t for t, e in zip(stamps, events, strict=True) if isinstance(e, StillRunning)]
+    assert len(still) >= 3 and isinstance(events[-1], Finished) and events[-1].succeeded
+    gaps = [b - a for a, b in zip([started, *still], still, strict=False)]
+    assert max(gaps) < 0.25 + 0.2  # never much more than the interval of silence
+
+
+async def test_a_pod_s_phase_changes_are_reported_as_worker_states(kube: FakeKubeServer) -> None:
+    kube.job_object("nulog-train-abc123")
+    kube.add_pod("nulog-train-abc123-w8", job_id="abc123", phase="Pending", labels={"training-controller/role": "master"})
+
+    def starts() -> None:
+        kube.pods["nulog-train-abc123-w8"]["status"] = {"phase": "Running"}
+
+    def ends() -> dict:
+        kube.end_pod("nulog-train-abc123-w8", exit_code=0)
+        return modified(kube.job_object("nulog-train-abc123", conditions=[condition("Complete")]))
+
+    kube.watch_script = [[0.3, starts, 0.3, ends]]
+
+    events = await collect(make_launcher(kube), "abc123")
+
+    states = [(e.index, e.role, e.name, e.state) for e in events if isinstance(e, WorkerState)]
+    assert states == [
+        (0, "master", "nulog-train-abc123-w8", "pending"),
+        (0, "master", "nulog-train-abc123-w8", "running"),
+        (0, "master", "nulog-train-abc123-w8", "succeeded"),
+    ]
+    assert [e for e in events if isinstance(e, WorkerState)][-1].message == "exit code 0 (Completed)"
+    assert events[-1] == Finished(succeeded=True, message="the Job completed")
+
+
+# -- cancel waits ----------------------------------------------------------------------------------------------
+
+
+async def test_cancel_returns_only_once_no_pod_of_the_job_runs(kube: FakeKubeServer) -> None:
+    launcher = make_launcher(kube)
+    await launcher.launch(SPEC)
+    kube.add_pod("nulog-train-abc123-r1", job_id="abc123")
+    kube.pod_stop_seconds = 0.6  # the trainer takes its time to stop after SIGTERM
+
+    started = time.monotonic()
+    await launcher.cancel("abc123")
+
+    assert time.monotonic() - started >= 0.5
+    assert kube.pods == {} and kube.jobs == {}
+    delete_at = kube.requests.index(kube.of("DELETE", "/jobs/nulog-train-abc123")[0])
+    pod_lists = [r for r in kube.requests[delete_at:] if r.path.endswith("/pods")]
+    assert len(pod_lists) >= 2 and pod_lists[0].query["labelSelector"] == "training-controller/job-id=abc123"
+
+
+async def test_cancel_of_a_deleted_job_whose_pods_still_run_waits_for_them(kube: FakeKubeServer) -> None:
+    kube.add_pod("nulog-train-abc123-r1", job_id="abc123", phase="Running")
+    kube.pods["nulog-train-abc123-r1"]["metadata"]["deletionTimestamp"] = "2026-01-01T00:30:00Z"
+
+    def stopped() -> None:
+        kube.pods.clear()
+
+    waiting = asyncio.create_task(make_launcher(kube).cancel("abc123"))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    stopped()
+    await asyncio.wait_for(waiting, 5)
+
+
+async def test_cancel_whose_pods_outlast_the_timeout_is_a_temporary_error(kube: FakeKubeServer) -> None:
+    launcher = make_launcher(kube, cancel_timeout_seconds=0.3)
+    await launcher.launch(SPEC)
+    kube.add_pod("nulog-train-abc123-stuck", job_id="abc123")
+    kube.pod_stop_seconds = None  # on a node that no longer answers
+
+    with pytest.raises(LauncherUnavailable, match="nulog-train-abc123-stuck still run"):
+        await launcher.cancel("abc123")

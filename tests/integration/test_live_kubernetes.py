@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -36,10 +37,10 @@ class ShellLauncher(KubernetesLauncher):
         super().__init__(api_client, settings)
         self.script = script
 
-    def build_job(self, spec: JobSpec) -> client.V1Job:
-        job = super().build_job(spec)
-        container = job.spec.template.spec.containers[0]
-        container.command, container.args = ["sh", "-c", self.script], None
+    def build(self, spec: JobSpec) -> dict[str, Any]:
+        job = super().build(spec)
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        container["command"], container["args"] = ["sh", "-c", self.script], []
         return job
 
 
