@@ -132,11 +132,12 @@ class KubernetesSettings(_Section):
         # From the environment these arrive as JSON text.
         return json.loads(value) if isinstance(value, str) else value
 
-    @model_validator(mode="after")
-    def _one_ca_source(self) -> KubernetesSettings:
-        if self.minio_ca_secret and self.minio_ca_config_map:
+    @field_validator("minio_ca_config_map")
+    @classmethod
+    def _one_ca_source(cls, value: str | None, info: Any) -> str | None:  # info: pydantic's ValidationInfo
+        if value and info.data.get("minio_ca_secret"):
             raise ValueError("set MINIO_CA_SECRET or MINIO_CA_CONFIG_MAP, not both: the CA bundle has one source")
-        return self
+        return value
 
     @property
     def image(self) -> str:
@@ -146,7 +147,10 @@ class KubernetesSettings(_Section):
 class LauncherSettings(_Section):
     """What runs the training job."""
 
-    kind: Literal["local", "kubernetes"] = Field(default="local", alias="launcher")
+    kind: Literal["local", "kubernetes", "kubeflow"] = Field(
+        default="local", alias="launcher",
+        description="kubernetes: batch/v1 Jobs; kubeflow: PyTorchJobs (needs the Kubeflow Training Operator).",
+    )
     local_jobs_dir: Path | None = Field(default=None, alias="local_jobs_dir", description="local: the jobs' files.")
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     cancel_grace_seconds: float = Field(
@@ -259,6 +263,7 @@ _REQUIRED_BY: dict[tuple[str, str], tuple[str, ...]] = {
     ("object_store", "local"): ("local_store_dir",),
     ("object_store", "minio"): ("minio_server_url", "minio_access_key", "minio_secret_key"),
     ("launcher", "kubernetes"): ("nulog_train_image_name",),
+    ("launcher", "kubeflow"): ("nulog_train_image_name",),
 }
 
 

@@ -1,13 +1,18 @@
 """What the cluster launchers' tests share: the training spec, launchers pointed at the fake API server, and the
-validator of the bodies they send, `kubernetes-validate --strict`."""
+two validators of the bodies they send: `kubernetes-validate --strict` for built-in kinds, and the PyTorchJob
+CRD's own OpenAPI v3 schema (`pytorchjob_crd_schema.yaml`) for PyTorchJobs."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 from kubernetes import client
 
 from nulog.objectstore import MinioConfig
@@ -21,6 +26,7 @@ from .kube_server import FakeKubeServer
 NS = "opni-training"
 K8S_VERSION = kubernetes_validate.latest_version()
 MINIO = MinioConfig(url="http://minio.opni-training.svc:9000")
+PYTORCHJOB_SCHEMA = Path(__file__).with_name("pytorchjob_crd_schema.yaml")
 
 
 def training_spec(job_id: str = "abc123", **options: Any) -> JobSpec:
@@ -87,3 +93,57 @@ def validate_strict(obj: dict[str, Any]) -> None:
         pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} is not valid for Kubernetes {e.version}: {path}: {e.message}")
     except kubernetes_validate.SchemaNotFoundError as e:
         pytest.fail(e.message)
+
+
+# -- the PyTorchJob CRD's schema, checked as the API server checks a custom resource -----------------------
+
+
+def _closed(schema: Any) -> Any:
+    """The schema with unknown properties rejected wherever it lists properties (fieldValidation=Strict)."""
+    if isinstance(schema, dict):
+        out = {k: _closed(v) for k, v in schema.items()}
+        if "properties" in schema and "additionalProperties" not in schema:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_closed(v) for v in schema]
+    return schema
+
+
+def _list_map_keys(validator: Any, keys: list[str], instance: Any, schema: dict[str, Any]) -> Any:
+    """x-kubernetes-list-type: map: the items' keys are unique, as the API server requires."""
+    if not isinstance(instance, list):
+        return
+    seen: set[tuple[Any, ...]] = set()
+    for item in instance:
+        key = tuple(item.get(k, (schema.get("items") or {}).get("properties", {}).get(k, {}).get("default")) for k in keys)
+        if key in seen:
+            yield jsonschema.ValidationError(f"duplicate entries for key {dict(zip(keys, key, strict=True))}")
+        seen.add(key)
+
+
+_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+
+
+def _format(validator: Any, fmt: str, instance: Any, schema: dict[str, Any]) -> Any:
+    low_high = _RANGES.get(fmt)
+    if low_high and isinstance(instance, int) and not low_high[0] <= instance <= low_high[1]:
+        yield jsonschema.ValidationError(f"{instance} is out of the {fmt} range")
+
+
+_CRDValidator = jsonschema.validators.extend(
+    jsonschema.Draft7Validator, {"x-kubernetes-list-map-keys": _list_map_keys, "format": _format}
+)
+
+
+@functools.cache
+def _pytorchjob_validator() -> Any:
+    return _CRDValidator(_closed(yaml.safe_load(PYTORCHJOB_SCHEMA.read_text())))
+
+
+def validate_pytorchjob(obj: dict[str, Any]) -> None:
+    """Fail the test unless `obj` is a valid PyTorchJob by the CRD's OpenAPI v3 schema, unknown fields rejected."""
+    errors = sorted(_pytorchjob_validator().iter_errors(obj), key=lambda e: list(e.absolute_path))
+    if errors:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors)
+        pytest.fail(f"PyTorchJob/{obj['metadata']['name']} does not follow the CRD's schema: {problems}")

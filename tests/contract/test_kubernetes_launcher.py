@@ -20,7 +20,7 @@ from kubernetes import client
 from nulog.objectstore import MinioConfig
 from nulog.protocol import DoneEvent, ErrorEvent, ProgressEvent, StageEvent, encode_event
 from training_controller.adapters.launchers.kubernetes import KubernetesLauncher
-from training_controller.config import KubernetesSettings
+from training_controller.config import ConfigError, KubernetesSettings, load_settings
 from training_controller.core.errors import LauncherForbidden, LauncherUnavailable, PermanentError
 from training_controller.core.ports import (
     Finished,
@@ -706,3 +706,13 @@ async def test_cancel_whose_pods_outlast_the_timeout_is_a_temporary_error(kube: 
 
     with pytest.raises(LauncherUnavailable, match="nulog-train-abc123-stuck still run"):
         await launcher.cancel("abc123")
+
+
+def test_the_new_settings_are_read_from_their_variables_and_one_ca_source_is_allowed() -> None:
+    base = {"NATS_SERVER_URL": "nats://nats:4222", "LOG_FILES_DIR": "/tmp", "LOCAL_STORE_DIR": "/tmp/store"}
+    kube = load_settings({**base, "MINIO_CA_SECRET": "minio-ca", "KUBE_CANCEL_TIMEOUT_SECONDS": "45"}).launch.kubernetes
+    assert (kube.minio_ca_secret, kube.minio_ca_config_map, kube.cancel_timeout_seconds) == ("minio-ca", None, 45.0)
+    assert load_settings({**base, "MINIO_CA_CONFIG_MAP": "minio-ca"}).launch.kubernetes.minio_ca_config_map == "minio-ca"
+
+    with pytest.raises(ConfigError, match="MINIO_CA_CONFIG_MAP: set MINIO_CA_SECRET or MINIO_CA_CONFIG_MAP, not both"):
+        load_settings({**base, "MINIO_CA_SECRET": "a", "MINIO_CA_CONFIG_MAP": "b"})

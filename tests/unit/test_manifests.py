@@ -21,6 +21,7 @@ from packaging.version import Version
 
 from nulog.objectstore import MinioConfig
 from tests.contract.kube_fixtures import K8S_VERSION, training_spec, validate_strict
+from training_controller.adapters.launchers.kubeflow import pytorchjob_manifest
 from training_controller.adapters.launchers.kubernetes import job_manifest, service_manifest
 from training_controller.config import KubernetesSettings
 
@@ -56,6 +57,11 @@ def built_job(*, workers: int = 1, minio: MinioConfig = MINIO, **settings: Any) 
     return job_manifest(training_spec("0123456789ab", workers=workers), _settings(**settings), minio)
 
 
+def built_pytorchjob(*, workers: int = 3, **settings: Any) -> dict[str, Any]:
+    """The PyTorchJob the kubeflow launcher sends."""
+    return pytorchjob_manifest(training_spec("0123456789ab", workers=workers), _settings(**settings), MINIO)
+
+
 FULL_SETTINGS = dict(
     service_account="nulog-train",
     node_selector={"nvidia.com/gpu.present": "true"},
@@ -77,6 +83,8 @@ def pod_specs() -> list[tuple[str, dict[str, Any]]]:
     pods.append(("the launcher's Job, all options", built_job(**FULL_SETTINGS)["spec"]["template"]["spec"]))
     pods.append(("the launcher's Indexed Job", built_job(workers=3)["spec"]["template"]["spec"]))
     pods.append(("the launcher's Job with a CA", built_job(minio=CA_MINIO, minio_ca_secret="minio-ca")["spec"]["template"]["spec"]))
+    for kind, replica in built_pytorchjob()["spec"]["pytorchReplicaSpecs"].items():
+        pods.append((f"the kubeflow launcher's {kind}", replica["template"]["spec"]))
     return pods
 
 
@@ -184,6 +192,7 @@ def test_the_role_grants_only_what_the_launcher_uses() -> None:
     }
     assert granted == {
         ("batch", "jobs"): sorted(["create", "get", "list", "watch", "delete"]),
+        ("kubeflow.org", "pytorchjobs"): sorted(["create", "get", "list", "watch", "delete"]),
         ("", "services"): ["create"],
         ("", "pods"): sorted(["get", "list", "watch", "patch"]),
         ("", "pods/log"): ["get"],
