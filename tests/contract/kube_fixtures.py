@@ -26,6 +26,11 @@ from .kube_server import FakeKubeServer
 NS = "opni-training"
 K8S_VERSION = kubernetes_validate.latest_version()
 MINIO = MinioConfig(url="http://minio.opni-training.svc:9000")
+TRAINING_LABELS = {  # of every object of the training abc123
+    "app.kubernetes.io/name": "nulog-train",
+    "app.kubernetes.io/managed-by": "training-controller",
+    "training-controller/job-id": "abc123",
+}
 PYTORCHJOB_SCHEMA = Path(__file__).with_name("pytorchjob_crd_schema.yaml")
 
 

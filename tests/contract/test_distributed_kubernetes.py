@@ -13,15 +13,18 @@ from nulog.protocol import DEFAULT_MASTER_PORT, ErrorEvent, StageEvent, encode_e
 from training_controller.core.errors import InvalidRequest
 from training_controller.core.ports import Finished, TrainerOutput, WorkerState
 
-from .kube_fixtures import NS, collect, make_launcher, modified, training_spec, validate_strict
+from .kube_fixtures import (
+    NS,
+    TRAINING_LABELS,
+    collect,
+    make_launcher,
+    modified,
+    training_spec,
+    validate_strict,
+)
 from .kube_server import FakeKubeServer, condition, status
 
 NAME = "nulog-train-abc123"
-TRAINING_LABELS = {
-    "app.kubernetes.io/name": "nulog-train",
-    "app.kubernetes.io/managed-by": "training-controller",
-    "training-controller/job-id": "abc123",
-}
 
 
 def env_of(container: dict) -> dict[str, str | None]:

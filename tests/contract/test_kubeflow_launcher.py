@@ -13,7 +13,7 @@ import pytest
 
 from nulog.objectstore import MinioConfig
 from nulog.protocol import DEFAULT_MASTER_PORT, ErrorEvent, ProgressEvent, encode_event
-from training_controller.adapters.launchers.kubeflow import KubeflowLauncher
+from training_controller.adapters.launchers.kubeflow import KubeflowLauncher, pytorchjob_state
 from training_controller.adapters.launchers.kubernetes import job_manifest
 from training_controller.bootstrap import build_launcher
 from training_controller.config import Settings
@@ -205,3 +205,16 @@ def test_bootstrap_builds_the_kubeflow_launcher_from_the_kubeconfig(tmp_path: Pa
     local = Settings(**common, local_store_dir=tmp_path / "store")
     with pytest.raises(ValueError, match="LAUNCHER=kubeflow needs OBJECT_STORE=minio"):
         build_launcher(local.launch, local.store)
+
+
+def test_a_restarting_pytorchjob_still_runs_and_only_succeeded_or_failed_end_it() -> None:
+    def job(*kinds: str) -> dict:
+        return {"metadata": {"name": NAME}, "status": {"conditions": conditions(*kinds, failed_message="x")}}
+
+    assert pytorchjob_state({"metadata": {"name": NAME}}) == ("running", "not yet seen by the training operator")
+    assert pytorchjob_state(job("Created")) == ("running", f"PyTorchJobCreated: PyTorchJob {NAME} is created.")
+    assert pytorchjob_state(job("Created", "Running", "Restarting"))[0] == "running"
+    assert pytorchjob_state(job("Created", "Running", "Succeeded"))[0] == "succeeded"
+    assert pytorchjob_state(job("Created", "Running", "Failed")) == ("failed", "PyTorchJobFailed: x")
+    deleting = {"metadata": {"name": NAME, "deletionTimestamp": "2026-01-01T00:30:00Z"}, "status": {}}
+    assert pytorchjob_state(deleting) == ("failed", "the PyTorchJob is being deleted")
