@@ -121,12 +121,30 @@ class KubernetesSettings(_Section):
     watch_timeout_seconds: int = Field(default=300, alias="kube_watch_timeout_seconds", ge=1)
     poll_seconds: float = Field(default=2.0, alias="kube_poll_seconds", gt=0)
     log_drain_seconds: float = Field(default=30.0, alias="kube_log_drain_seconds", ge=0)
+    cancel_timeout_seconds: float = Field(
+        default=120.0, alias="kube_cancel_timeout_seconds", gt=0,
+        description="How long a cancel waits for the training's pods to stop before it reports a temporary error.",
+    )
+    minio_ca_secret: str | None = Field(
+        default=None, alias="minio_ca_secret",
+        description="Secret holding MINIO_CA_FILE's bundle, under the file's name; mounted at MINIO_CA_FILE in the pod.",
+    )
+    minio_ca_config_map: str | None = Field(
+        default=None, alias="minio_ca_config_map", description="ConfigMap instead of a Secret for the CA bundle.",
+    )
 
     @field_validator("node_selector", "tolerations", "image_pull_secrets", "resource_requests", mode="before")
     @classmethod
     def _json_from_env(cls, value: Any) -> Any:
         # From the environment these arrive as JSON text.
         return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("minio_ca_config_map")
+    @classmethod
+    def _one_ca_source(cls, value: str | None, info: Any) -> str | None:  # info: pydantic's ValidationInfo
+        if value and info.data.get("minio_ca_secret"):
+            raise ValueError("set MINIO_CA_SECRET or MINIO_CA_CONFIG_MAP, not both: the CA bundle has one source")
+        return value
 
     @property
     def image(self) -> str:
@@ -136,7 +154,10 @@ class KubernetesSettings(_Section):
 class LauncherSettings(_Section):
     """What runs the training job."""
 
-    kind: Literal["local", "kubernetes"] = Field(default="local", alias="launcher")
+    kind: Literal["local", "kubernetes", "kubeflow"] = Field(
+        default="local", alias="launcher",
+        description="kubernetes: batch/v1 Jobs; kubeflow: PyTorchJobs (needs the Kubeflow Training Operator).",
+    )
     local_jobs_dir: Path | None = Field(default=None, alias="local_jobs_dir", description="local: the jobs' files.")
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     cancel_grace_seconds: float = Field(
@@ -262,6 +283,7 @@ _REQUIRED_BY: dict[tuple[str, str], tuple[str, ...]] = {
     ("object_store", "local"): ("local_store_dir",),
     ("object_store", "minio"): ("minio_server_url", "minio_access_key", "minio_secret_key"),
     ("launcher", "kubernetes"): ("nulog_train_image_name",),
+    ("launcher", "kubeflow"): ("nulog_train_image_name",),
 }
 
 

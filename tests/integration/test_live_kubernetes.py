@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -36,10 +37,10 @@ class ShellLauncher(KubernetesLauncher):
         super().__init__(api_client, settings)
         self.script = script
 
-    def build_job(self, spec: JobSpec) -> client.V1Job:
-        job = super().build_job(spec)
-        container = job.spec.template.spec.containers[0]
-        container.command, container.args = ["sh", "-c", self.script], None
+    def build(self, spec: JobSpec) -> dict[str, Any]:
+        job = super().build(spec)
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        container["command"], container["args"] = ["sh", "-c", self.script], []
         return job
 
 
@@ -89,3 +90,26 @@ async def test_a_failing_command_fails_the_job_at_once_through_the_pod_failure_p
     assert isinstance(final, Finished) and not final.succeeded
     assert final.message.startswith("PodFailurePolicy"), final.message  # not retried up to backoffLimit
     assert "no data" in final.message
+
+
+async def test_two_workers_run_as_an_indexed_job_whose_pods_carry_their_roles() -> None:
+    job_id = f"live-{uuid.uuid4().hex[:8]}"
+    # Each pod prints its rank; the master's line is the one followed.
+    launcher = launcher_running(
+        f"echo '{encode_event(PROGRESS)}'; echo rank=$JOB_COMPLETION_INDEX of $WORLD_SIZE at $MASTER_ADDR; sleep 5"
+    )
+    spec = JobSpec(job_id, JobArgs(job_id=job_id, data=("/tmp/none",), output="/tmp/out"), workers=2)
+
+    await launcher.launch(spec)
+    try:
+        events = await asyncio.wait_for(_collect(launcher, job_id), 300)
+        roles = {
+            p["metadata"]["labels"].get("training-controller/role")
+            for p in await asyncio.to_thread(launcher.api.pods_of, job_id)
+        }
+    finally:
+        await launcher.cancel(job_id)
+
+    assert isinstance(events[-1], Finished) and events[-1].succeeded, events[-1].message
+    assert LogLine(f"rank=0 of 2 at nulog-train-{job_id}-0.nulog-train-{job_id}") in events
+    assert roles == {"master", "worker"}

@@ -15,36 +15,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
-from kubernetes import client
 from packaging.version import Version
 
 from nulog.objectstore import MinioConfig
-from nulog.protocol import JobArgs
-from training_controller.adapters.launchers.kubernetes import KubernetesLauncher
+from tests.contract.kube_fixtures import K8S_VERSION, training_spec, validate_strict
+from training_controller.adapters.launchers.kubeflow import pytorchjob_manifest
+from training_controller.adapters.launchers.kubernetes import job_manifest, service_manifest
 from training_controller.config import KubernetesSettings
-from training_controller.core.ports import JobSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = [ROOT / "rbac.yaml", ROOT / "training_controller.yaml", *sorted((ROOT / "k8s").glob("*.yaml"))]
 KUSTOMIZATION = ROOT / "k8s" / "kustomization.yaml"
 EXAMPLE_SECRET = ROOT / "k8s" / "secret.example.yaml"
 NAMESPACE = "opni-training"
-K8S_VERSION = kubernetes_validate.latest_version()
 SECRET_NAME = re.compile(r"(KEY|SECRET|PASSWORD|TOKEN|CREDENTIAL)", re.IGNORECASE)
-SPEC = JobSpec(
-    job_id="0123456789ab",
-    args=JobArgs(
-        job_id="0123456789ab",
-        data=("s3://training-logs/0123456789ab/windows.jsonl.gz",),
-        output="s3://opni-nulog-models/0123456789ab",
-        epochs=3,
-        seed=0,
-        max_lines=10_000,
-    ),
-)
+MINIO = MinioConfig(url="http://minio.opni-training.svc:9000")
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -61,14 +48,18 @@ def find(kind: str, name: str) -> dict[str, Any]:
     return obj
 
 
-def built_job(**settings: Any) -> dict[str, Any]:
-    api = client.ApiClient(client.Configuration(host="http://127.0.0.1:1"))  # never called: the Job is only built
-    launcher = KubernetesLauncher(
-        api,
-        KubernetesSettings(namespace=NAMESPACE, image_name="registry.example/nulog-train", image_tag="0.1.0", **settings),
-        minio=MinioConfig(url="http://minio.opni-training.svc:9000"),
-    )
-    return api.sanitize_for_serialization(launcher.build_job(SPEC))
+def _settings(**settings: Any) -> KubernetesSettings:
+    return KubernetesSettings(namespace=NAMESPACE, image_name="registry.example/nulog-train", image_tag="0.1.0", **settings)
+
+
+def built_job(*, workers: int = 1, minio: MinioConfig = MINIO, **settings: Any) -> dict[str, Any]:
+    """The Job the kubernetes launcher sends for a training of `workers` workers."""
+    return job_manifest(training_spec("0123456789ab", workers=workers), _settings(**settings), minio)
+
+
+def built_pytorchjob(*, workers: int = 3, **settings: Any) -> dict[str, Any]:
+    """The PyTorchJob the kubeflow launcher sends."""
+    return pytorchjob_manifest(training_spec("0123456789ab", workers=workers), _settings(**settings), MINIO)
 
 
 FULL_SETTINGS = dict(
@@ -81,16 +72,6 @@ FULL_SETTINGS = dict(
 )
 
 
-def validate(obj: dict[str, Any]) -> None:
-    try:
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as e:
-        path = ".".join(str(p) for p in e.path)
-        pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} is not valid for Kubernetes {e.version}: {path}: {e.message}")
-    except kubernetes_validate.SchemaNotFoundError as e:
-        pytest.fail(e.message)
-
-
 def pod_specs() -> list[tuple[str, dict[str, Any]]]:
     """(what, pod spec) of every workload, the launcher's Job included."""
     pods = [
@@ -100,6 +81,10 @@ def pod_specs() -> list[tuple[str, dict[str, Any]]]:
     ]
     pods.append(("the launcher's Job", built_job()["spec"]["template"]["spec"]))
     pods.append(("the launcher's Job, all options", built_job(**FULL_SETTINGS)["spec"]["template"]["spec"]))
+    pods.append(("the launcher's Indexed Job", built_job(workers=3)["spec"]["template"]["spec"]))
+    pods.append(("the launcher's Job with a CA", built_job(minio=CA_MINIO, minio_ca_secret="minio-ca")["spec"]["template"]["spec"]))
+    for kind, replica in built_pytorchjob()["spec"]["pytorchReplicaSpecs"].items():
+        pods.append((f"the kubeflow launcher's {kind}", replica["template"]["spec"]))
     return pods
 
 
@@ -112,7 +97,7 @@ def test_every_manifest_passes_strict_validation(path: Path) -> None:
     docs = load(path)
     assert docs, f"{path} holds no object"
     for doc in docs:
-        validate(doc)
+        validate_strict(doc)
 
 
 def test_the_cli_agrees_with_strict_validation() -> None:
@@ -127,12 +112,26 @@ def test_the_cli_agrees_with_strict_validation() -> None:
     assert "ERROR" not in result.stdout and "WARN" not in result.stdout
 
 
-@pytest.mark.parametrize("settings", [{}, FULL_SETTINGS], ids=["defaults", "all-options"])
-def test_the_job_the_launcher_builds_passes_strict_validation(settings: dict[str, Any]) -> None:
-    job = built_job(**settings)
+CA_MINIO = MinioConfig(url="https://minio.opni-training.svc:9000", ca_file="/etc/minio/ca.crt")
+BUILDS = {
+    "defaults": {},
+    "all-options": FULL_SETTINGS,
+    "several-workers": {"workers": 4},
+    "ca-from-a-secret": {"minio": CA_MINIO, "minio_ca_secret": "minio-ca"},
+    "ca-from-a-config-map": {"minio": CA_MINIO, "minio_ca_config_map": "minio-ca", "workers": 2},
+}
 
-    validate(job)
+
+@pytest.mark.parametrize("options", BUILDS.values(), ids=BUILDS.keys())
+def test_the_job_the_launcher_builds_passes_strict_validation(options: dict[str, Any]) -> None:
+    job = built_job(**options)
+
+    validate_strict(job)
     assert job["metadata"]["name"] == "nulog-train-0123456789ab"
+
+
+def test_the_headless_service_of_several_workers_passes_strict_validation() -> None:
+    validate_strict(service_manifest(training_spec("0123456789ab", workers=3), _settings(), owner_uid="5d4b9c1e"))
 
 
 def test_every_object_is_in_the_training_namespace() -> None:
@@ -193,7 +192,9 @@ def test_the_role_grants_only_what_the_launcher_uses() -> None:
     }
     assert granted == {
         ("batch", "jobs"): sorted(["create", "get", "list", "watch", "delete"]),
-        ("", "pods"): sorted(["get", "list", "watch"]),
+        ("kubeflow.org", "pytorchjobs"): sorted(["create", "get", "list", "watch", "delete"]),
+        ("", "services"): ["create"],
+        ("", "pods"): sorted(["get", "list", "watch", "patch"]),
         ("", "pods/log"): ["get"],
     }
     assert all("resourceNames" not in rule and "nonResourceURLs" not in rule for rule in role["rules"])
@@ -337,7 +338,7 @@ def test_kustomize_builds_k8s_into_valid_objects() -> None:
         docs = [d for d in yaml.safe_load_all(result.stdout) if d]
         assert {d["kind"] for d in docs} >= {"Namespace", "ConfigMap", "Secret", "StatefulSet", "Deployment", "Service"}
         for doc in docs:
-            validate(doc)
+            validate_strict(doc)
 
 
 # -- the images -----------------------------------------------------------------------------------------------
