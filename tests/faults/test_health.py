@@ -19,7 +19,7 @@ from tests.conftest import StartService, train_payload
 from tests.unit.fakes import ScriptedLauncher
 from training_controller.adapters.state.memory import MemoryStateStore
 from training_controller.bootstrap import Adapters, Service
-from training_controller.core.jobs import JobRecord
+from training_controller.core.jobs import JobPhase, JobRecord
 from training_controller.core.ports import LauncherEvent
 
 pytestmark = pytest.mark.faults
@@ -41,14 +41,15 @@ async def wait_status(service: Service, path: str, status: int, timeout: float =
 
 
 class BrokenState(MemoryStateStore):
-    """A state store that, once broken, fails every listing with a bug (not a temporary error)."""
+    """A state store that, once broken, takes new records but fails every change of one with a bug (not a
+    temporary error): the worker cannot even record that the job failed, and dies."""
 
     broken = False
 
-    async def list_jobs(self) -> list[JobRecord]:
-        if self.broken:
+    async def save_job(self, record: JobRecord) -> None:
+        if self.broken and record.phase is not JobPhase.QUEUED:
             raise RuntimeError("the job index is corrupt")
-        return await super().list_jobs()
+        await super().save_job(record)
 
 
 async def test_a_worker_that_keeps_dying_makes_healthz_fail_and_readyz_report_it(start_service: StartService) -> None:
@@ -59,7 +60,7 @@ async def test_a_worker_that_keeps_dying_makes_healthz_fail_and_readyz_report_it
     assert (await get(service, "/healthz"))[0] == 200
 
     state.broken = True
-    service.controller._runner.wake()  # the worker looks for work, and crashes; again and again
+    await service.bus.nc.publish("train", train_payload(40))  # the worker takes it up, and crashes; again and again
 
     body = await wait_status(service, "/healthz", 503)
     assert body["status"] == "unhealthy"
@@ -67,8 +68,13 @@ async def test_a_worker_that_keeps_dying_makes_healthz_fail_and_readyz_report_it
     ready = await wait_status(service, "/readyz", 503)
     assert ready["checks"]["train-stream-consumer"] is True
 
-    state.broken = False  # what a restart of the pod does: the crashes stop, the restarts succeed
-    service.controller._runner.wake()
+    state.broken = False  # what a restart of the pod mends: the crashes stop, the job ends
+    record = (await service.controller.list_jobs())[0]
+    for _ in range(100):
+        if (await service.controller.get_job(record.job_id)).phase.is_final:
+            break
+        await asyncio.sleep(0.1)
+    assert (await service.controller.get_job(record.job_id)).phase.is_final
 
 
 class SilentLauncher(ScriptedLauncher):
