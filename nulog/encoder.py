@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 
 import numpy as np
 
@@ -29,11 +30,18 @@ class LineEncoder:
     @classmethod
     def fit(cls, distinct_lines: Iterable[str], config: TrainConfig) -> LineEncoder:
         """Build the vocabulary from distinct training lines."""
+        return cls.fit_count({line: 1 for line in distinct_lines}, config)[0]
+
+    @classmethod
+    def fit_count(cls, per_line: Mapping[str, int], config: TrainConfig) -> tuple[LineEncoder, Counter[Key]]:
+        """The vocabulary of distinct training lines (with how often each occurs), and how many lines have
+        each id sequence, from one tokenization of each line."""
         tokenizer = Tokenizer(config.filters)
-        token_lists = [tokenizer.tokenize(line) for line in distinct_lines]
+        token_lists = [tokenizer.tokenize(line) for line in per_line]
         vocab = Vocab.build(token_lists, digit_min_lines=config.digit_min_lines,
                             digit_slot_share=config.digit_slot_share)
-        return cls(tokenizer, vocab)
+        encoder = cls(tokenizer, vocab)
+        return encoder, encoder._count(token_lists, per_line.values())
 
     @property
     def filters(self) -> str:
@@ -43,33 +51,55 @@ class LineEncoder:
         """The id sequence of a line."""
         return tuple(map(self._id, self.tokenizer.tokenize(line)))
 
+    def keys(self, lines: Iterable[str]) -> list[Key]:
+        """The id sequences of many lines."""
+        get, tokenize = self._id, self.tokenizer.tokenize
+        return [tuple(map(get, tokenize(line))) for line in lines]
+
     def count(self, per_line: Mapping[str, int]) -> Counter[Key]:
         """How many lines have each id sequence, in first-seen order, from how often each distinct line
         occurs."""
-        counts: Counter[Key] = Counter()
-        for line, n in per_line.items():
-            counts[self.key(line)] += n
-        return counts
+        tokenize = self.tokenizer.tokenize
+        return self._count([tokenize(line) for line in per_line], per_line.values())
 
-    def pad(self, keys: Sequence[Key], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    def _count(self, token_lists: list[list[str]], counts: Iterable[int]) -> Counter[Key]:
+        get = self._id
+        out: Counter[Key] = Counter()
+        for tokens, n in zip(token_lists, counts, strict=True):
+            out[tuple(map(get, tokens))] += n
+        return out
+
+    def model_input(self, key: Key, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """What the model sees of an id sequence: its ids without whitespace, at most max_len - 1 of them,
+        and where each stands in the sequence."""
+        ids = np.asarray(key, dtype=np.int64)
+        at = np.flatnonzero(~self.vocab.blank[ids])[: max_len - 1]
+        return ids[at], at
+
+    def pad(self, keys: Sequence[Key], max_len: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """Model input for id sequences: ids (B, T) int64 with `<CLS>` at 0 and `<PAD>` after the end,
-        each cut to max_len positions, and select (B, T) bool, the positions the model predicts."""
-        lengths = np.fromiter((min(len(k) + 1, max_len) for k in keys), dtype=np.int64, count=len(keys))
-        T = int(lengths.max()) if len(keys) else 1
+        select (B, T) bool, the positions the model predicts, and for each row where its positions 1...
+        stand in the sequence."""
+        inputs = [self.model_input(k, max_len) for k in keys]
+        T = 1 + max((len(a) for a, _ in inputs), default=0)
         ids = np.full((len(keys), T), PAD_ID, dtype=np.int64)
         ids[:, 0] = CLS_ID
-        for r, k in enumerate(keys):
-            ids[r, 1 : lengths[r]] = k[: lengths[r] - 1]
-        return ids, self.vocab.predicted[ids]
+        for r, (a, _) in enumerate(inputs):
+            ids[r, 1 : 1 + len(a)] = a
+        return ids, self.vocab.predicted[ids], [at for _, at in inputs]
 
-    def render(self, key: Key, keep: np.ndarray) -> tuple[str, ...] | None:
-        """Template parts of an id sequence, where keep (L,) says which predicted tokens stay; None when
-        the sequence holds unseen whitespace, which only the line itself can render."""
-        if BLANK_ID in key:
-            return None
-        ids = np.asarray(key, dtype=np.int64)
+    def render_many(self, keys: Sequence[Key], keep: np.ndarray) -> list[tuple[str, ...] | None]:
+        """Template parts of id sequences, where keep (the sequences' lengths summed,) says which predicted
+        tokens stay; None for a sequence that holds unseen whitespace, which only its line can render."""
+        ids = np.fromiter(chain.from_iterable(keys), dtype=np.int64, count=len(keep))
         stay = np.where(self.vocab.predicted[ids], keep, self.vocab.literal[ids])
-        return tuple(np.where(stay, self.vocab.tokens[ids], WILDCARD).tolist())
+        parts = np.where(stay, self.vocab.tokens[ids], WILDCARD).tolist()
+        out: list[tuple[str, ...] | None] = []
+        start = 0
+        for k in keys:
+            out.append(None if BLANK_ID in k else tuple(parts[start : start + len(k)]))
+            start += len(k)
+        return out
 
     def render_line(self, line: str, keep: np.ndarray) -> tuple[str, ...]:
         """Template parts of one line (the general form of `render`)."""

@@ -81,19 +81,24 @@ class Block(nn.Module):
         at i ("mask") or at <CLS> ("cls"); all variants in one pass. x (B, T, C), m (1, T, C), keep (B, T).
         With select (B, T) bool, only those rows: (P, C); else (B, T, C)."""
         B, T, C = x.shape
-        q, k, v = self.attn.heads(self.ln1(x))  # (B, H, T, D)
+        H = self.attn.n_heads
+        w, b = self.attn.qkv.weight, self.attn.qkv.bias
+        h = self.ln1(x)
+        # The lines' own queries are not needed with the mask readout (every variant reads at its <MASK>).
+        k, v = F.linear(h, w[C:], b[C:]).view(B, T, 2, H, C // H).permute(2, 0, 3, 1, 4)  # (B, H, T, D) each
         qm, km, vm = self.attn.heads(self.ln1(m))  # (1, H, T, D)
-        scale = 1.0 / math.sqrt(q.shape[-1])
+        scale = 1.0 / math.sqrt(k.shape[-1])
         if readout == "mask":
-            query = qm.expand_as(q)  # variant i is read at position i, where m now sits
-            base = m.expand_as(x)  # (B, T, C): residual of the reading position
+            query = qm  # (1, H, T, D): variant i is read at position i, where m now sits
+            base = m  # (1, T, C): residual of the reading position
         else:
-            query = q[:, :, :1].expand_as(q)  # variant i is read at <CLS>, untouched by the mask
-            base = x[:, :1].expand_as(x)
-        scores = query @ k.transpose(-2, -1) * scale  # (B, H, T, T): row i = variant i, column j = key j
-        diag = (query * km).sum(-1, keepdim=True) * scale  # (B, H, T, 1): key i replaced by m's key
-        eye = torch.eye(T, dtype=torch.bool, device=x.device)
-        scores = torch.where(eye, diag, scores).masked_fill(~keep[:, None, None, :], float("-inf"))
+            q0 = F.linear(h[:, :1], w[:C], b[:C]).view(B, 1, H, C // H).transpose(1, 2)  # (B, H, 1, D)
+            query = q0.expand(B, H, T, C // H)  # variant i is read at <CLS>, untouched by the mask
+            base = x[:, :1]  # (B, 1, C)
+        scores = torch.matmul(query * scale, k.transpose(-2, -1))  # (B, H, T, T): row i = variant i, column j = key j
+        diag = ((query * km).sum(-1) * scale).expand(B, H, T)  # key i replaced by m's key
+        scores.diagonal(dim1=-2, dim2=-1).copy_(diag)
+        scores.masked_fill_(~keep[:, None, None, :], float("-inf"))
         p = F.softmax(scores, dim=-1)  # (B, H, T, T)
         y = p @ v + p.diagonal(dim1=-2, dim2=-1).unsqueeze(-1) * (vm - v)  # value i swapped for m's
         y = base + self.attn.merge(y)  # (B, T, C)

@@ -4,13 +4,15 @@ A line's predictions depend only on its id sequence, so lines are grouped by it 
 per group, in length-sorted batches; a bounded LRU cache of sequences lets a long-running process skip the
 model for those it has seen, and a bounded cache of lines skips tokenizing a line it has seen. `grouped=False`
 runs the model once per line, the literal method the grouped path must agree with.
+
+A line's template therefore depends on its id sequence and on the templates before it (merging), never on
+which other lines share its batch: both paths give the same results.
 """
 
 from __future__ import annotations
 
-import functools
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -102,7 +104,11 @@ class Predictor:
         self.config = config
         self.cache: LRUCache[Key, Judgement] = LRUCache(cache_size)
         self._merger = TemplateMerger() if config.merge else None
-        self._key: Callable[[str], Key] = functools.lru_cache(maxsize=line_cache_size)(encoder.key)
+        # Lines seen -> a small int naming their id sequence, so that per line only ints are hashed.
+        self.line_cache_size = line_cache_size
+        self._line_index: dict[str, int] = {}
+        self._keys: list[Key] = []
+        self._key_index: dict[Key, int] = {}
         self.model_rows = 0  # id sequences the model has run on
 
     def judge(self, keys: Sequence[Key], *, use_cache: bool = True) -> dict[Key, Judgement]:
@@ -129,7 +135,7 @@ class Predictor:
         while start < len(keys):
             end = start + 1
             while end < len(keys):
-                T, B = min(len(keys[end]) + 1, max_len), end - start + 1
+                T, B = min(len(keys[end]) + 1, max_len), end - start + 1  # an upper bound: blanks are left out
                 if B * T > POSITIONS_PER_BATCH or B * heads * T * T > ATTENTION_PER_BATCH:
                     break
                 end += 1
@@ -139,7 +145,7 @@ class Predictor:
     def _run(self, keys: list[Key]) -> list[Judgement]:
         import torch
 
-        ids, select = self.encoder.pad(keys, self.model.config.max_len)  # (B, T), (B, T)
+        ids, select, where = self.encoder.pad(keys, self.model.config.max_len)  # (B, T), (B, T), B x (T',)
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
@@ -152,39 +158,58 @@ class Predictor:
         dense = np.zeros(select.shape, dtype=bool)  # (B, T)
         dense[select] = hits
         judged, found = select.sum(1).tolist(), dense.sum(1).tolist()
-        out = []
-        for r, key in enumerate(keys):
-            keep = np.zeros(len(key), dtype=bool)
-            n = min(len(key), ids.shape[1] - 1)
-            keep[:n] = dense[r, 1 : n + 1]
-            out.append(Judgement(keep, judged[r], found[r], self.encoder.render(key, keep)))
-        return out
+        # The whole batch's keep flags and templates at once, over the sequences laid end to end.
+        lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        n_in = np.fromiter(map(len, where), dtype=np.int64, count=len(keys))  # (B,) model positions per row
+        keep = np.zeros(int(starts[-1]), dtype=bool)
+        keep[np.concatenate(where) + np.repeat(starts[:-1], n_in)] = dense[:, 1:][
+            np.arange(dense.shape[1] - 1)[None, :] < n_in[:, None]]
+        parts = self.encoder.render_many(keys, keep)
+        return [Judgement(keep[starts[r] : starts[r + 1]], judged[r], found[r], parts[r]) for r in range(len(keys))]
+
+    def _index(self, lines: Sequence[str]) -> list[int]:
+        """For each line, the index of its id sequence in self._keys; new lines are encoded together."""
+        known = self._line_index
+        if len(known) > self.line_cache_size:  # bounded: start again rather than track recency per line
+            known.clear()
+            self._keys.clear()
+            self._key_index.clear()
+        new = [line for line in dict.fromkeys(lines) if line not in known]
+        for line, key in zip(new, self.encoder.keys(new), strict=True):
+            i = self._key_index.get(key)
+            if i is None:
+                i = self._key_index[key] = len(self._keys)
+                self._keys.append(key)
+            known[line] = i
+        return list(map(known.__getitem__, lines))
 
     def predict(self, lines: Sequence[str], *, grouped: bool = True) -> list[LineResult]:
         """A result per line, in order. Templates are merged with those of every earlier call."""
-        if grouped:
-            keys = list(map(self._key, lines))
-            distinct = list(dict.fromkeys(keys))
-            judged = self.judge(distinct)
-        else:
+        if not grouped:  # every line a sequence of its own, one model pass each, no cache
             keys = [self.encoder.key(line) for line in lines]
-            distinct = list(dict.fromkeys(keys))
-            judged = {}
-            for key in keys:  # one model pass per line, no cache
-                judged[key] = self.judge([key], use_cache=False)[key]
-        # Lines of a sequence the ids cannot render (unseen whitespace) are rendered one by one.
-        rendered: dict[Key, list[tuple[int, Parts]]] = {}
-        for key, j in judged.items():
-            if j.parts is None:
-                rendered[key] = []
-        if rendered:
-            for i, key in enumerate(keys):
-                if key in rendered:
-                    rendered[key].append((i, self.encoder.render_line(lines[i], judged[key].keep)))
+            return self._results(lines, list(range(len(lines))),
+                                 {i: self.judge([k], use_cache=False)[k] for i, k in enumerate(keys)})
+        index = self._index(lines)
+        seqs = {i: self._keys[i] for i in dict.fromkeys(index)}
+        judged = self.judge(list(seqs.values()))
+        return self._results(lines, index, {i: judged[k] for i, k in seqs.items()})
+
+    def _results(self, lines: Sequence[str], index: list[int], of: dict[int, Judgement]) -> list[LineResult]:
+        """Results of lines from the judgement of each one's sequence (index: line -> sequence, `of` in the
+        order the sequences first come)."""
+        # Templates go to the merger in the order their lines come; a sequence holding unseen whitespace
+        # is rendered line by line.
+        per_line: dict[int, Parts] = {}
+        if any(j.parts is None for j in of.values()):
+            per_line = {n: self.encoder.render_line(lines[n], of[i].keep)
+                        for n, i in enumerate(index) if of[i].parts is None}
+            order = [per_line[n] if n in per_line else of[i].parts for n, i in enumerate(index)]
+        else:
+            order = [j.parts for j in of.values()]
         merger = self._merger
         if merger is not None:
-            merger.add(p for key in distinct
-                       for p in ([judged[key].parts] if key not in rendered else [q for _, q in rendered[key]]))
+            merger.add(order)  # type: ignore[arg-type]
         threshold = self.config.threshold
 
         def result(parts: Parts, j: Judgement) -> LineResult:
@@ -192,14 +217,13 @@ class Predictor:
             s = j.score
             return LineResult(t, s, "Anomaly" if s < threshold else "Normal")
 
-        by_key = {key: result(j.parts, j) for key, j in judged.items() if j.parts is not None}
-        out = [by_key.get(key) for key in keys]
-        for key, rows in rendered.items():
-            for i, parts in rows:
-                out[i] = result(parts, judged[key])
+        by_index = {i: result(j.parts, j) for i, j in of.items() if j.parts is not None}
+        out = list(map(by_index.get, index))
+        for n, parts in per_line.items():
+            out[n] = result(parts, of[index[n]])
         return out  # type: ignore[return-value]
 
-    def stream(self, lines: Iterable[str], *, chunk: int = 65536) -> Iterator[tuple[str, LineResult]]:
+    def stream(self, lines: Iterable[str], *, chunk: int = 32768) -> Iterator[tuple[str, LineResult]]:
         """(line, result) for every line of a stream, chunk by chunk: memory is bounded by the chunk and
         the caches, not by the input."""
         it = iter(lines)

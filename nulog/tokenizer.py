@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from itertools import chain
 
 import numpy as np
 
@@ -45,6 +44,33 @@ def is_blank(token: str) -> bool:
     return token.isspace()
 
 
+def _without_groups(pattern: str) -> str | None:
+    """The pattern with every capturing group made non-capturing, or None where that could change what
+    it matches (a backreference)."""
+    if re.search(r"\\[1-9]|\(\?P=", pattern):
+        return None
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "]":  # a leading ] is a member of the class
+                out.append("[]")
+                i += 2
+                continue
+        elif c == "(" and pattern[i + 1 : i + 2] != "?":
+            c = "(?:"
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def _min_width(pattern: str) -> int:
     try:
         return re._parser.parse(pattern).getwidth()[0]  # type: ignore[attr-defined]
@@ -60,20 +86,16 @@ class Tokenizer:
         # The placeholder alternative comes first so `blk_<NUM>` splits into `blk_` and `<NUM>`.
         pattern = PLACEHOLDER.pattern if not self.filters else f"{PLACEHOLDER.pattern}|{self.filters}"
         self._find = re.compile(pattern)
-        # re.split runs in C; it is only used where no match can be empty, since split would cut there.
-        self._split = re.compile(f"({pattern})") if _min_width(pattern) > 0 else None
-        self._stride = self._split.groups + 1 if self._split else 0
+        # re.split runs in C; it is only used where no match can be empty, since split would cut there, and
+        # with one group, so that it returns text and matches alone.
+        flat = _without_groups(pattern)
+        split = re.compile(f"({flat})") if flat is not None and _min_width(flat) > 0 else None
+        self._split = split if split is not None and split.groups == 1 else None
 
     def tokenize(self, line: str) -> list[str]:
         """Split a line into tokens: the text between matches and every non-empty match."""
         if self._split is not None:
-            parts = self._split.split(line)
-            n = self._stride
-            texts = parts[::n]  # the text before each match, and after the last
-            tokens = list(filter(None, chain.from_iterable(zip(texts, parts[1::n], strict=False))))
-            if texts[-1]:
-                tokens.append(texts[-1])
-            return tokens
+            return list(filter(None, self._split.split(line)))  # texts and matches, alternating
         tokens = []
         pos = 0
         for m in self._find.finditer(line):
@@ -93,7 +115,9 @@ def _is_variable(token: str) -> bool:
     return has_digit(token) or is_placeholder(token)
 
 
-def constant_digit_tokens(token_lists: Iterable[list[str]], *, min_lines: int, slot_share: float) -> set[str]:
+def constant_digit_tokens(
+    token_lists: list[list[str]], *, min_lines: int, slot_share: float, counts: Counter[str] | None = None
+) -> set[str]:
     """The digit-bearing tokens that behave as constants in these (distinct) lines.
 
     A token's slot is its nearest non-blank neighbours, with variable neighbours taken as one class. A
@@ -105,15 +129,23 @@ def constant_digit_tokens(token_lists: Iterable[list[str]], *, min_lines: int, s
     """
     slot: defaultdict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     where: defaultdict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
+    if counts is None:
+        counts = _count(token_lists)
+    placeholders = {t for t in counts if is_placeholder(t)}  # one regex per distinct token, not per use
+    digit = {t for t in counts if t not in placeholders and has_digit(t)}
+    variable = digit | placeholders
     for tokens in token_lists:
+        if digit.isdisjoint(tokens):
+            continue
         words = [t for t in tokens if not t.isspace()]
         for i, t in enumerate(words):
-            if not has_digit(t) or is_placeholder(t):
+            if t not in digit:
                 continue
-            before = "^" if i == 0 else ("#" if _is_variable(words[i - 1]) else words[i - 1])
-            after = "$" if i + 1 == len(words) else ("#" if _is_variable(words[i + 1]) else words[i + 1])
+            before = "^" if i == 0 else ("#" if words[i - 1] in variable else words[i - 1])
+            after = "$" if i + 1 == len(words) else ("#" if words[i + 1] in variable else words[i + 1])
             slot[before, after][t] += 1
             where[t][before, after] += 1
+    totals = {s: sum(c.values()) for s, c in slot.items()}
     constants = set()
     for t, slots in where.items():
         seen = sum(slots.values())
@@ -121,7 +153,7 @@ def constant_digit_tokens(token_lists: Iterable[list[str]], *, min_lines: int, s
             continue
         held = 0
         for s, n in slots.items():
-            total = sum(slot[s].values())
+            total = totals[s]
             if total >= min_lines and n >= slot_share * total:
                 held += n
         if held >= slot_share * seen:
@@ -129,13 +161,29 @@ def constant_digit_tokens(token_lists: Iterable[list[str]], *, min_lines: int, s
     return constants
 
 
+def _count(token_lists: list[list[str]]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for tokens in token_lists:
+        counts.update(tokens)
+    return counts
+
+
 class _Ids(dict):
-    """token -> id; a token not in the vocabulary gets the id of its class."""
+    """token -> id; a token not in the vocabulary gets the id of its class (remembered for the next time,
+    apart from the vocabulary, up to a bound)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self._classes: dict[str, int] = {}
 
     def __missing__(self, token: str) -> int:
-        if token.isspace():
-            return BLANK_ID
-        return NUM_ID if _is_variable(token) else UNK_ID
+        i = self._classes.get(token)
+        if i is None:
+            i = BLANK_ID if token.isspace() else NUM_ID if _is_variable(token) else UNK_ID
+            if len(self._classes) >= 1 << 16:
+                self._classes.clear()
+            self._classes[token] = i
+        return i
 
 
 class Vocab:
@@ -156,16 +204,19 @@ class Vocab:
         self.predicted = (~special & ~placeholder & ~blank) | (np.arange(len(self.itos)) == UNK_ID)
         self.literal = ~special & ~placeholder & blank
         self.literal[BLANK_ID] = True  # rendered from the line's own token
+        # Whitespace is left out of the model's input: it is never predicted, always kept, and would take
+        # a third of the positions of a typical line.
+        self.blank = blank.copy()
+        self.blank[BLANK_ID] = True
         self.tokens = np.array(self.itos, dtype=object)
 
     @classmethod
     def build(cls, token_lists: list[list[str]], *, digit_min_lines: int = 3, digit_slot_share: float = 0.9) -> Vocab:
         """Collect the digit-free tokens and the constant digit-bearing ones of these distinct lines, most
         frequent first (ties by first appearance)."""
-        constants = constant_digit_tokens(token_lists, min_lines=digit_min_lines, slot_share=digit_slot_share)
-        counts: Counter[str] = Counter()
-        for tokens in token_lists:
-            counts.update(tokens)
+        counts = _count(token_lists)
+        constants = constant_digit_tokens(token_lists, min_lines=digit_min_lines, slot_share=digit_slot_share,
+                                          counts=counts)
         return cls(t for t, _ in counts.most_common() if not has_digit(t) or t in constants)
 
     def __len__(self) -> int:

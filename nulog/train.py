@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -59,7 +58,8 @@ class TrainResult:
     checkpoint: Checkpoint
     steps: int
     final_loss: float
-    seconds: float
+    seconds: float  # all of it: vocabulary, encoding and steps
+    step_seconds: float  # the optimisation steps alone
     masked_tokens: int  # predictions trained on, over all steps
     lines: int
     distinct_lines: int
@@ -76,7 +76,8 @@ class TrainResult:
 
     @property
     def tokens_per_s(self) -> float:
-        return self.masked_tokens / self.seconds if self.seconds > 0 else 0.0
+        """Masked predictions trained per second of the steps."""
+        return self.masked_tokens / self.step_seconds if self.step_seconds > 0 else 0.0
 
 
 def learning_rate(step: int, total_steps: int, config: TrainConfig) -> float:
@@ -114,13 +115,14 @@ class Corpus:
 
     @classmethod
     def build(cls, keys: Sequence[Key], encoder: LineEncoder, *, max_len: int) -> Corpus:
-        """Sequences cut to max_len positions, <CLS> first."""
-        lengths = np.array([min(len(k), max_len - 1) + 1 for k in keys], dtype=np.int64)
+        """The model's input of each sequence (see `LineEncoder.model_input`), <CLS> first."""
+        inputs = [encoder.model_input(k, max_len)[0] for k in keys]
+        lengths = np.array([len(a) + 1 for a in inputs], dtype=np.int64)
         off = np.concatenate([[0], np.cumsum(lengths)])
         flat = np.empty(int(off[-1]), dtype=np.int64)
-        for r, k in enumerate(keys):
+        for r, a in enumerate(inputs):
             flat[off[r]] = CLS_ID
-            flat[off[r] + 1 : off[r + 1]] = k[: lengths[r] - 1]
+            flat[off[r] + 1 : off[r + 1]] = a
         hit = encoder.vocab.predicted[flat]
         flat_t = torch.from_numpy(flat)
         return cls(
@@ -211,12 +213,57 @@ def _parts(rows: np.ndarray, lengths: np.ndarray, n_heads: int) -> list[np.ndarr
     return parts + [np.array(cur)]
 
 
-def _optimizer(model: NuLog, config: TrainConfig) -> torch.optim.Optimizer:
+class AdamW:
+    """AdamW with decoupled weight decay, the update of torch.optim.AdamW in a few multi-tensor ops.
+
+    torch's own optimizers import torch._dynamo when first built: 1.4 s here on an idle machine, 2.5 s under
+    load, a third of `nulog parse` on a LogHub sample. Every parameter must have a gradient at each step.
+    """
+
+    def __init__(self, groups: list[dict], *, lr: float, betas: tuple[float, float], eps: float) -> None:
+        self.param_groups = [{"lr": lr, **g} for g in groups]
+        self.betas, self.eps = betas, eps
+        self.step_count = 0
+        self.exp_avg = [[torch.zeros_like(p) for p in g["params"]] for g in self.param_groups]
+        self.exp_avg_sq = [[torch.zeros_like(p) for p in g["params"]] for g in self.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for g in self.param_groups:
+            for p in g["params"]:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.step_count += 1
+        b1, b2 = self.betas
+        for g, m, v in zip(self.param_groups, self.exp_avg, self.exp_avg_sq, strict=True):
+            params, grads = g["params"], [p.grad for p in g["params"]]
+            if g["weight_decay"]:
+                torch._foreach_mul_(params, 1.0 - g["lr"] * g["weight_decay"])
+            torch._foreach_lerp_(m, grads, 1.0 - b1)
+            torch._foreach_mul_(v, b2)
+            torch._foreach_addcmul_(v, grads, grads, value=1.0 - b2)
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, math.sqrt(1.0 - b2**self.step_count))
+            torch._foreach_add_(denom, self.eps)
+            torch._foreach_addcdiv_(params, m, denom, value=-g["lr"] / (1.0 - b1**self.step_count))
+
+    def state_dict(self) -> dict:
+        return {"step": self.step_count, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = int(state["step"])
+        for mine, saved in ((self.exp_avg, state["exp_avg"]), (self.exp_avg_sq, state["exp_avg_sq"])):
+            for group, values in zip(mine, saved, strict=True):
+                for t, s in zip(group, values, strict=True):
+                    t.copy_(s)
+
+
+def _optimizer(model: NuLog, config: TrainConfig) -> AdamW:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = {"fused": True} if next(model.parameters()).device.type in ("cpu", "cuda") else {}
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-9, **fused)
+    return AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-9)
 
 
 def train(
@@ -230,26 +277,31 @@ def train(
     on_progress: Callable[[Progress], None] | None = None,
     progress_every_s: float = 1.0,
     stop_after: int | None = None,
+    threads: int = 1,
 ) -> TrainResult:
     """Train a model on the lines: a new one, with its vocabulary built from them and `model_args` as its
     shape (ModelConfig fields but vocab_size), or the one of `resume`, from its step on. With stop_after,
-    stop once that many steps are done; the result's checkpoint resumes from there."""
+    stop once that many steps are done; the result's checkpoint resumes from there.
+
+    On CPU, torch runs on `threads` threads. A step is many small ops; measured on a 2-core machine shared
+    with other work, HDFS 2k trained in 2.5-3.2 s on one thread and 22-27 s on two, which wait on each
+    other's busy core."""
     if not lines:
         raise ValueError("no log lines to train on")
     t0 = time.monotonic()
     device = resolve_device(device) if isinstance(device, str) else device
     if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
 
     per_line = Counter(lines)
     if resume is None:
-        encoder = LineEncoder.fit(per_line, config)
+        encoder, counted = LineEncoder.fit_count(per_line, config)
         model = NuLog(ModelConfig(vocab_size=len(encoder.vocab), **(model_args or {})))
         start_step = 0
     else:
         encoder, model, start_step = resume.encoder, resume.model, resume.step
-    counted = encoder.count(per_line)
+        counted = encoder.count(per_line)
     keys = list(counted)
     corpus = Corpus.build(keys, encoder, max_len=model.config.max_len)
     log.info("training on %d lines (%d distinct id sequences), vocabulary of %d tokens",
@@ -267,6 +319,7 @@ def train(
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     model.train()
+    t_steps = time.monotonic()
     masked_tokens = done = 0
     loss_sum = torch.zeros((), device=device)  # this epoch's, read back only when reporting
     last_report = time.monotonic()
@@ -311,5 +364,6 @@ def train(
                       optimizer=optimizer.state_dict())
     return TrainResult(
         checkpoint=ckpt, steps=step, final_loss=final_loss, seconds=time.monotonic() - t0,
+        step_seconds=time.monotonic() - t_steps,
         masked_tokens=masked_tokens, lines=len(lines), distinct_lines=len(per_line), sequences=len(keys), device=str(device),
     )

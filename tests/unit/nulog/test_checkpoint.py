@@ -18,7 +18,7 @@ def test_reloaded_checkpoint_gives_identical_predictions(trained: TrainResult, c
     assert ckpt.step == trained.steps
     assert ckpt.config == trained.model.config and ckpt.parse == trained.checkpoint.parse
     assert ckpt.encoder.vocab.itos == trained.encoder.vocab.itos
-    ids, select = trained.encoder.pad([trained.encoder.key(line) for line in corpus[:20]], ckpt.config.max_len)
+    ids, select, _ = trained.encoder.pad([trained.encoder.key(line) for line in corpus[:20]], ckpt.config.max_len)
     ids, select = torch.from_numpy(ids), torch.from_numpy(select)
     with torch.inference_mode():
         before = trained.model.masked_logits(ids, select)

@@ -15,7 +15,7 @@ from .conftest import SMALL_MODEL, train_small
 def _batch(lines: list[str], **model_args) -> tuple[NuLog, torch.Tensor, torch.Tensor]:
     encoder = LineEncoder.fit(lines, TrainConfig())
     config = ModelConfig(vocab_size=len(encoder.vocab), **{**SMALL_MODEL, **model_args})
-    ids, select = encoder.pad([encoder.key(line) for line in lines], config.max_len)
+    ids, select, _ = encoder.pad([encoder.key(line) for line in lines], config.max_len)
     return NuLog(config), torch.from_numpy(ids), torch.from_numpy(select)
 
 
@@ -123,3 +123,23 @@ def test_a_step_of_long_lines_is_cut_into_passes_that_fit_the_attention_budget()
     assert sorted(np.concatenate(parts).tolist()) == list(range(14))
     for part in parts:
         assert len(part) * 8 * int(lengths[part].max()) ** 2 <= (1 << 25) or len(part) == 1
+
+
+def test_our_adamw_takes_the_steps_torch_adamw_takes() -> None:
+    from nulog.train import AdamW
+
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(3))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    a = AdamW([{"params": ours[:1], "weight_decay": 0.1}, {"params": ours[1:], "weight_decay": 0.0}],
+              lr=1e-2, betas=(0.9, 0.98), eps=1e-9)
+    b = torch.optim.AdamW([{"params": theirs[:1], "weight_decay": 0.1}, {"params": theirs[1:], "weight_decay": 0.0}],
+                          lr=1e-2, betas=(0.9, 0.98), eps=1e-9)
+    for step in range(5):
+        g = [torch.randn_like(p) for p in ours]
+        for p, q, x in zip(ours, theirs, g, strict=True):
+            p.grad, q.grad = x.clone(), x.clone()
+        a.step()
+        b.step()
+    for p, q in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(p, q)
