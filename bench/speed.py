@@ -6,13 +6,12 @@ model is trained by `nulog train` (its seconds and masked tokens/s), then NuLog'
 Drain3's `add_log_message` run on the same lines in one process, in interleaved rounds, each round from a
 cold start (a new predictor, a new template miner), one core's worth of Python each; the median round
 counts. Last, `nulog templates` and `nulog score` run as commands on the workload's file, for their wall
-time and peak RSS (each measured alone with wait4).
+time and peak RSS (each its own process's, see `bench/peak.py`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -55,19 +54,19 @@ def hdfs_lines(data: Path, settings: dict, cache: Path, *, times: int = 50) -> P
     return path
 
 
-def run_command(args: list[str], *, stdout: int | None = subprocess.DEVNULL) -> tuple[float, float, str]:
-    """Run a command alone; (wall seconds, peak RSS MiB of that process, stderr)."""
-    t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, cwd=REPO, stdout=stdout, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+def run_command(args: list[str]) -> tuple[float, float, str]:
+    """Run `python -m MODULE ...` alone, stdout discarded; (wall seconds, peak RSS MiB of that process as
+    `bench.peak` reads it, stderr)."""
+    assert args[:2] == [sys.executable, "-m"], args
+    with tempfile.TemporaryDirectory() as tmp:
+        peak = Path(tmp) / "peak"
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "bench.peak", str(peak), *args[2:]], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
         seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        stderr = err.read().decode("utf-8", "replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:4])} failed: {stderr.strip()[-800:]}")
-    return seconds, usage.ru_maxrss / 1024.0, stderr
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[2:5])} failed: {proc.stderr.strip()[-800:]}")
+        return seconds, float(peak.read_text()), proc.stderr
 
 
 def _nulog_round(model: Path, lines: list[str]) -> float:

@@ -12,7 +12,7 @@ import torch
 from nulog.config import ModelConfig, ParseConfig, TrainConfig
 from nulog.encoder import LineEncoder
 from nulog.model import NuLog
-from nulog.tokenizer import Tokenizer, Vocab
+from nulog.tokenizer import Vocab
 
 FORMAT = "nulog-checkpoint/2"
 MODEL_FILES = ("nulog_model_latest.pt", "nulog_model.pt")
@@ -69,14 +69,14 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     blob = torch.load(find_checkpoint(path), map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a NuLog checkpoint ({FORMAT})")
-    vocab = Vocab(blob["vocab"])
-    assert vocab.itos == blob["vocab"], "checkpoint vocabulary does not start with the special tokens"
+    encoder = LineEncoder.load(blob["filters"], blob["vocab"])
+    assert encoder.vocab.itos == blob["vocab"], "checkpoint vocabulary does not start with the special tokens"
     model = NuLog(ModelConfig.from_dict(blob["model_config"]))
     model.load_state_dict(blob["model"])
     model.to(device).eval()
     return Checkpoint(
         model=model,
-        encoder=LineEncoder(Tokenizer(blob["filters"]), vocab),
+        encoder=encoder,
         parse=ParseConfig.from_dict(blob["parse"]),
         train=TrainConfig.from_dict(blob["train"]) if blob["train"] is not None else None,
         step=int(blob["step"]),

@@ -34,7 +34,7 @@ class ModelConfig(_Dict):
     vocab_size: int
     max_len: int = 256  # positions the model sees, <CLS> included; longer lines are cut for prediction
     d_model: int = 128
-    n_heads: int = 8
+    n_heads: int = 4
     n_layers: int = 1  # NuLog's default; with 1 layer all masked predictions of a line take one pass
     d_ff: int = 256
     dropout: float = 0.1

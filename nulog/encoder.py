@@ -39,7 +39,7 @@ class LineEncoder:
         tokenizer = Tokenizer(config.filters)
         token_lists = [tokenizer.tokenize(line) for line in per_line]
         vocab = Vocab.build(token_lists, digit_min_lines=config.digit_min_lines,
-                            digit_slot_share=config.digit_slot_share)
+                            digit_slot_share=config.digit_slot_share, is_delimiter=tokenizer.is_delimiter)
         encoder = cls(tokenizer, vocab)
         return encoder, encoder._count(token_lists, per_line.values())
 
@@ -51,10 +51,15 @@ class LineEncoder:
         """The id sequence of a line."""
         return tuple(map(self._id, self.tokenizer.tokenize(line)))
 
+    @classmethod
+    def load(cls, filters: str, tokens: list[str]) -> LineEncoder:
+        """The encoder of a saved vocabulary."""
+        tokenizer = Tokenizer(filters)
+        return cls(tokenizer, Vocab(tokens, is_delimiter=tokenizer.is_delimiter))
+
     def keys(self, lines: Iterable[str]) -> list[Key]:
         """The id sequences of many lines."""
-        get, tokenize = self._id, self.tokenizer.tokenize
-        return [tuple(map(get, tokenize(line))) for line in lines]
+        return list(map(self.key, lines))
 
     def count(self, per_line: Mapping[str, int]) -> Counter[Key]:
         """How many lines have each id sequence, in first-seen order, from how often each distinct line
@@ -110,3 +115,4 @@ class LineEncoder:
 
 
 WILDCARD = "<*>"
+

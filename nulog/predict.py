@@ -129,17 +129,21 @@ class Predictor:
         return out
 
     def _batches(self, keys: list[Key]) -> Iterator[list[Key]]:
+        """Keys in batches of similar model-input length (whitespace is left out), within the caps."""
         max_len, heads = self.model.config.max_len, self.model.config.n_heads
-        keys = sorted(keys, key=len)
+        blank = self.encoder.vocab.blank
+        lengths = [min(len(k) - int(blank[np.asarray(k, dtype=np.int64)].sum()), max_len - 1) + 1 if k else 1
+                   for k in keys]
+        order = sorted(range(len(keys)), key=lengths.__getitem__)
         start = 0
-        while start < len(keys):
+        while start < len(order):
             end = start + 1
-            while end < len(keys):
-                T, B = min(len(keys[end]) + 1, max_len), end - start + 1  # an upper bound: blanks are left out
+            while end < len(order):
+                T, B = lengths[order[end]], end - start + 1
                 if B * T > POSITIONS_PER_BATCH or B * heads * T * T > ATTENTION_PER_BATCH:
                     break
                 end += 1
-            yield keys[start:end]
+            yield [keys[i] for i in order[start:end]]
             start = end
 
     def _run(self, keys: list[Key]) -> list[Judgement]:

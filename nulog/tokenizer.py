@@ -9,14 +9,14 @@ output layer; they share one id (`<NUM>`) and become `<*>`. Some are constants o
 `HTTP/1.1`, `x86_64`): `constant_digit_tokens` finds those in the training lines, and they get ids of their
 own and are predicted like any other word. Every id has a class that fixes how a token of it is treated:
 predicted or not, and rendered as itself or as `<*>`; the template of a line therefore depends on its ids
-alone (except `<BLANK>`, whitespace never seen in training, which is rendered from the line).
+alone (except `<BLANK>`, whitespace or a delimiter never seen in training, rendered from the line).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -91,6 +91,11 @@ class Tokenizer:
         flat = _without_groups(pattern)
         split = re.compile(f"({flat})") if flat is not None and _min_width(flat) > 0 else None
         self._split = split if split is not None and split.groups == 1 else None
+        self._delimiter = re.compile(self.filters) if self.filters else None
+
+    def is_delimiter(self, token: str) -> bool:
+        """True for a token the filters match whole: part of the format, like whitespace."""
+        return token.isspace() or (self._delimiter is not None and self._delimiter.fullmatch(token) is not None)
 
     def tokenize(self, line: str) -> list[str]:
         """Split a line into tokens: the text between matches and every non-empty match."""
@@ -172,14 +177,15 @@ class _Ids(dict):
     """token -> id; a token not in the vocabulary gets the id of its class (remembered for the next time,
     apart from the vocabulary, up to a bound)."""
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)
+    def __init__(self, pairs: Iterable[tuple[str, int]], is_delimiter: Callable[[str], bool]) -> None:
+        super().__init__(pairs)
         self._classes: dict[str, int] = {}
+        self._is_delimiter = is_delimiter
 
     def __missing__(self, token: str) -> int:
         i = self._classes.get(token)
         if i is None:
-            i = BLANK_ID if token.isspace() else NUM_ID if _is_variable(token) else UNK_ID
+            i = BLANK_ID if self._is_delimiter(token) else NUM_ID if _is_variable(token) else UNK_ID
             if len(self._classes) >= 1 << 16:
                 self._classes.clear()
             self._classes[token] = i
@@ -189,20 +195,22 @@ class _Ids(dict):
 class Vocab:
     """Token <-> id table: the specials first, then digit-free tokens and constant digit-bearing ones."""
 
-    def __init__(self, tokens: Iterable[str]) -> None:
+    def __init__(self, tokens: Iterable[str], *, is_delimiter: Callable[[str], bool] = str.isspace) -> None:
         self.itos: list[str] = list(SPECIALS)
         for t in tokens:
             if t not in SPECIALS:
                 self.itos.append(t)
-        self.stoi: dict[str, int] = _Ids((t, i) for i, t in enumerate(self.itos))
+        self.stoi: dict[str, int] = _Ids(((t, i) for i, t in enumerate(self.itos)), is_delimiter)
         assert len(self.stoi) == len(self.itos), "vocabulary tokens must be unique"
         special = np.arange(len(self.itos)) < len(SPECIALS)
         placeholder = np.array([is_placeholder(t) for t in self.itos], dtype=bool)
         blank = np.array([t.isspace() for t in self.itos], dtype=bool)
+        # Delimiters (what the filters match) are the format, as constant as whitespace: never predicted.
+        delimiter = ~special & np.array([is_delimiter(t) for t in self.itos], dtype=bool)
         # (V,) what a token of each id is: predicted by the model (an unseen word is, and is always
         # missed), and rendered as itself in a template when it is not predicted.
-        self.predicted = (~special & ~placeholder & ~blank) | (np.arange(len(self.itos)) == UNK_ID)
-        self.literal = ~special & ~placeholder & blank
+        self.predicted = (~special & ~placeholder & ~delimiter) | (np.arange(len(self.itos)) == UNK_ID)
+        self.literal = ~special & ~placeholder & delimiter
         self.literal[BLANK_ID] = True  # rendered from the line's own token
         # Whitespace is left out of the model's input: it is never predicted, always kept, and would take
         # a third of the positions of a typical line.
@@ -211,13 +219,15 @@ class Vocab:
         self.tokens = np.array(self.itos, dtype=object)
 
     @classmethod
-    def build(cls, token_lists: list[list[str]], *, digit_min_lines: int = 3, digit_slot_share: float = 0.9) -> Vocab:
+    def build(cls, token_lists: list[list[str]], *, digit_min_lines: int = 3, digit_slot_share: float = 0.9,
+              is_delimiter: Callable[[str], bool] = str.isspace) -> Vocab:
         """Collect the digit-free tokens and the constant digit-bearing ones of these distinct lines, most
         frequent first (ties by first appearance)."""
         counts = _count(token_lists)
         constants = constant_digit_tokens(token_lists, min_lines=digit_min_lines, slot_share=digit_slot_share,
                                           counts=counts)
-        return cls(t for t, _ in counts.most_common() if not has_digit(t) or t in constants)
+        return cls((t for t, _ in counts.most_common() if not has_digit(t) or t in constants),
+                   is_delimiter=is_delimiter)
 
     def __len__(self) -> int:
         return len(self.itos)
