@@ -38,13 +38,13 @@ class SelfAttention(nn.Module):
         return tuple(t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
 
     def merge(self, y: torch.Tensor) -> torch.Tensor:
-        """(B, H, T, C/H) -> projected (B, T, C)."""
-        B, H, T, D = y.shape
-        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, H * D)))
+        """(..., H, C/H) -> projected (..., C)."""
+        return self.resid_drop(self.proj(y.flatten(-2)))
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         q, k, v = self.heads(x)  # (B, H, T, D)
-        return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :]))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])  # (B, H, T, D)
+        return self.merge(y.transpose(1, 2))
 
 
 class MLP(nn.Module):
@@ -74,36 +74,49 @@ class Block(nn.Module):
         x = x + self.attn(self.ln1(x), keep)
         return x + self.mlp(self.ln2(x))
 
+    def keys_values(self, x: torch.Tensor) -> torch.Tensor:
+        """Keys and values of x (..., C), side by side: (..., 2C)."""
+        C = x.shape[-1]
+        return F.linear(self.ln1(x), self.attn.qkv.weight[C:], self.attn.qkv.bias[C:])
+
     def masked(
-        self, x: torch.Tensor, m: torch.Tensor, keep: torch.Tensor, *, readout: str, select: torch.Tensor | None
+        self,
+        kv: torch.Tensor,
+        x0: torch.Tensor,
+        m: torch.Tensor,
+        keep: torch.Tensor,
+        *,
+        readout: str,
+        select: torch.Tensor | None,
     ) -> torch.Tensor:
-        """For every position i, this block's output for the variant of x whose position i holds m[i], read
-        at i ("mask") or at <CLS> ("cls"); all variants in one pass. x (B, T, C), m (1, T, C), keep (B, T).
+        """For every position i, this block's output for the variant of a line whose position i holds m[i],
+        read at i ("mask") or at <CLS> ("cls"); all variants in one pass. kv (B, T, 2C): the keys and values
+        of the line's inputs (`keys_values`), x0 (B, 1, C): its input at <CLS>, m (1, T, C), keep (B, T).
         With select (B, T) bool, only those rows: (P, C); else (B, T, C)."""
-        B, T, C = x.shape
-        H = self.attn.n_heads
-        w, b = self.attn.qkv.weight, self.attn.qkv.bias
-        h = self.ln1(x)
-        # The lines' own queries are not needed with the mask readout (every variant reads at its <MASK>).
-        k, v = F.linear(h, w[C:], b[C:]).view(B, T, 2, H, C // H).permute(2, 0, 3, 1, 4)  # (B, H, T, D) each
+        B, T, C2 = kv.shape
+        C, H = C2 // 2, self.attn.n_heads
+        k, v = kv.view(B, T, 2, H, C // H).permute(2, 0, 3, 1, 4)  # (B, H, T, D) each
         qm, km, vm = self.attn.heads(self.ln1(m))  # (1, H, T, D)
-        scale = 1.0 / math.sqrt(k.shape[-1])
+        scale = 1.0 / math.sqrt(C // H)
         if readout == "mask":
             query = qm  # (1, H, T, D): variant i is read at position i, where m now sits
             base = m  # (1, T, C): residual of the reading position
         else:
-            q0 = F.linear(h[:, :1], w[:C], b[:C]).view(B, 1, H, C // H).transpose(1, 2)  # (B, H, 1, D)
+            w, b = self.attn.qkv.weight, self.attn.qkv.bias
+            q0 = F.linear(self.ln1(x0), w[:C], b[:C]).view(B, 1, H, C // H).transpose(1, 2)  # (B, H, 1, D)
             query = q0.expand(B, H, T, C // H)  # variant i is read at <CLS>, untouched by the mask
-            base = x[:, :1]  # (B, 1, C)
+            base = x0  # (B, 1, C)
         scores = torch.matmul(query * scale, k.transpose(-2, -1))  # (B, H, T, T): row i = variant i, column j = key j
-        diag = ((query * km).sum(-1) * scale).expand(B, H, T)  # key i replaced by m's key
-        scores.diagonal(dim1=-2, dim2=-1).copy_(diag)
+        scores.diagonal(dim1=-2, dim2=-1).copy_(((query * km).sum(-1) * scale).expand(B, H, T))  # key i: m's
         scores.masked_fill_(~keep[:, None, None, :], float("-inf"))
         p = F.softmax(scores, dim=-1)  # (B, H, T, T)
-        y = p @ v + p.diagonal(dim1=-2, dim2=-1).unsqueeze(-1) * (vm - v)  # value i swapped for m's
-        y = base + self.attn.merge(y)  # (B, T, C)
+        # value i swapped for m's: (B, T, H, D), and only the rows asked for go on
+        y, pii, v, vm = ((p @ v).transpose(1, 2), p.diagonal(dim1=-2, dim2=-1).transpose(1, 2),
+                         v.transpose(1, 2), vm.transpose(1, 2).expand(B, T, H, C // H))
+        base = base.expand(B, T, C)
         if select is not None:
-            y = y[select]  # (P, C): only the rows asked for go through the MLP
+            y, pii, v, vm, base = y[select], pii[select], v[select], vm[select], base[select]  # (P, ...)
+        y = base + self.attn.merge(y + pii.unsqueeze(-1) * (vm - v))  # (B, T, C) or (P, C)
         return y + self.mlp(self.ln2(y))
 
 
@@ -169,10 +182,21 @@ class NuLog(nn.Module):
         return self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
 
     def _one_pass(self, idx: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor:
-        T = idx.shape[1]
+        B, T = idx.shape
+        block = self.blocks[0]
+        pos = torch.arange(T, device=idx.device)
         # <MASK> at every position, the same for every line (no dropout), so computed once: (1, T, C)
-        m = self.tok_emb.weight[MASK_ID] + self.pos_emb(torch.arange(T, device=idx.device))[None]
-        return self.blocks[0].masked(self._embed(idx), m, idx != PAD_ID, readout=self.config.readout, select=select)
+        m = self.tok_emb.weight[MASK_ID] + self.pos_emb(pos)[None]
+        if self.training:
+            x = self._embed(idx)  # (B, T, C)
+            kv, x0 = block.keys_values(x), x[:, :1]
+        else:
+            # Without dropout a token has the same key and value at a position in every line: each distinct
+            # (token, position) is computed once (100k sample-log lines: 31k positions, 1.6k distinct).
+            pairs, where = torch.unique(idx * T + pos, return_inverse=True)  # (U,), (B, T)
+            x = self.tok_emb(pairs // T) + self.pos_emb(pairs % T)  # (U, C)
+            kv, x0 = block.keys_values(x)[where], x[where[:, :1]]  # (B, T, 2C), (B, 1, C)
+        return block.masked(kv, x0, m, idx != PAD_ID, readout=self.config.readout, select=select)
 
     def copies_logits(self, idx: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
         """The literal method: one masked copy of the line per selected position, each a full pass. (P, V)"""
