@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated LogHub datasets")
     p.add_argument("--sizes", default="100000,1000000", help="sample-log workloads, in lines")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved NuLog/Drain3 rounds per workload")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved NuLog/Drain3 rounds per workload (3 at most on 1M)")
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "nulog-bench"),
                    help="where the generated workload files are kept between runs")
     p.add_argument("--seed", type=int, default=0)

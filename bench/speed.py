@@ -69,7 +69,7 @@ def run_command(args: list[str]) -> tuple[float, float, str]:
         return seconds, float(peak.read_text()), proc.stderr
 
 
-def _nulog_round(model: Path, lines: list[str]) -> float:
+def _nulog_round(model: Path, lines: list[str]) -> tuple[float, float]:
     import torch
 
     from nulog.checkpoint import load_checkpoint
@@ -77,22 +77,22 @@ def _nulog_round(model: Path, lines: list[str]) -> float:
 
     torch.set_num_threads(1)  # as `nulog templates` and `nulog score` run by default, and Drain3 on one core
     ckpt = load_checkpoint(model)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     predictor = Predictor(ckpt.model, ckpt.encoder, ckpt.parse)
     for _ in predictor.stream(lines):
         pass
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def _drain_round(lines: list[str]) -> float:
+def _drain_round(lines: list[str]) -> tuple[float, float]:
     from drain3 import TemplateMiner
     from drain3.template_miner_config import TemplateMinerConfig
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     miner = TemplateMiner(config=TemplateMinerConfig())
     for line in lines:
         miner.add_log_message(line)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def agrees_with_line_by_line(model: Path, lines: list[str]) -> bool:
@@ -119,12 +119,13 @@ def workload(name: str, path: Path, train_args: list[str], out: Path, *, rounds:
     for _ in range(rounds):  # interleaved, so both see the same load on a shared machine
         nulog_s.append(_nulog_round(model, lines))
         drain_s.append(_drain_round(lines))
+    (nulog_wall, nulog_cpu), (drain_wall, drain_cpu) = ([statistics.median(x) for x in zip(*s, strict=True)]
+                                                        for s in (nulog_s, drain_s))
     commands = {}
     for command in ("templates", "score"):
         seconds, rss, _ = run_command([*nulog, command, "--model", str(model), str(path)])
         commands[command] = {"seconds": seconds, "lines_per_s": len(lines) / seconds, "peak_rss_mib": rss}
-    nulog_rate = len(lines) / statistics.median(nulog_s)
-    drain_rate = len(lines) / statistics.median(drain_s)
+    nulog_rate, drain_rate = len(lines) / nulog_wall, len(lines) / drain_wall
     return {
         "workload": name,
         "lines": len(lines),
@@ -133,6 +134,7 @@ def workload(name: str, path: Path, train_args: list[str], out: Path, *, rounds:
         "nulog_lines_per_s": nulog_rate,
         "drain3_lines_per_s": drain_rate,
         "ratio": nulog_rate / drain_rate,
+        "cpu_ratio": drain_cpu / nulog_cpu,  # the same from process CPU time, less swayed by other work
         "rounds": rounds,
         "agrees_with_line_by_line": agrees_with_line_by_line(model, lines[:2000]),
         "train": {"seconds": float(m[2]), "steps": int(m[1]), "masked_tokens_per_s": float(m[3]),
@@ -149,18 +151,20 @@ def speed(data: Path, settings: dict, *, sizes: list[int], rounds: int, cache: P
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(workload("HDFS 2k x50", hdfs_lines(data, settings, cache), hdfs_args, Path(tmp), rounds=rounds))
         for n in sizes:
-            rows.append(workload(f"sample logs {n // 1000}k", sample_lines(n, cache), [], Path(tmp), rounds=rounds))
+            rows.append(workload(f"sample logs {n // 1000}k", sample_lines(n, cache), [], Path(tmp),
+                                 rounds=rounds if n <= 200_000 else min(rounds, 3)))
     return rows
 
 
 def print_speed(rows: list[dict]) -> None:
-    print("NuLog inference against Drain3 0.9 add_log_message, same lines, same process, median of interleaved rounds")
+    print("NuLog inference (one torch thread, cold caches) against Drain3 0.9 add_log_message, the same masked")
+    print("lines in the same process, median of interleaved rounds; ratio from wall time, cpu ratio from CPU time")
     print(f"{'workload':<18} {'lines':>9} {'distinct':>9} {'id seqs':>7} {'NuLog/s':>10} {'Drain3/s':>10} {'ratio':>6}"
-          f" {'same as 1-by-1':>14}")
+          f" {'cpu ratio':>9} {'rounds':>6} {'same as 1-by-1':>14}")
     for r in rows:
         print(f"{r['workload']:<18} {r['lines']:>9,} {r['distinct_lines']:>9,} {r['id_sequences']:>7,} "
               f"{r['nulog_lines_per_s']:>10,.0f} {r['drain3_lines_per_s']:>10,.0f} {r['ratio']:>6.2f} "
-              f"{'yes' if r['agrees_with_line_by_line'] else 'NO':>14}")
+              f"{r['cpu_ratio']:>9.2f} {r['rounds']:>6} {'yes' if r['agrees_with_line_by_line'] else 'NO':>14}")
     print("\ncommands (wall time includes start-up and reading/writing files; peak RSS of that process alone)")
     print(f"{'workload':<18} {'train s':>8} {'steps':>6} {'tokens/s':>9} {'RSS MiB':>8} | {'templates/s':>11} "
           f"{'RSS MiB':>8} | {'score/s':>9} {'RSS MiB':>8}")

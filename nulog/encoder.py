@@ -49,7 +49,7 @@ class LineEncoder:
 
     def key(self, line: str) -> Key:
         """The id sequence of a line."""
-        return tuple(map(self._id, self.tokenizer.tokenize(line)))
+        return tuple(map(self._id, self.tokenizer.iter_tokens(line)))
 
     @classmethod
     def load(cls, filters: str, tokens: list[str]) -> LineEncoder:

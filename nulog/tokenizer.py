@@ -99,8 +99,15 @@ class Tokenizer:
 
     def tokenize(self, line: str) -> list[str]:
         """Split a line into tokens: the text between matches and every non-empty match."""
+        return list(self.iter_tokens(line))
+
+    def iter_tokens(self, line: str) -> Iterable[str]:
+        """The tokens of a line, lazily where that is faster."""
         if self._split is not None:
-            return list(filter(None, self._split.split(line)))  # texts and matches, alternating
+            return filter(None, self._split.split(line))  # texts and matches, alternating
+        return self._tokenize_slowly(line)
+
+    def _tokenize_slowly(self, line: str) -> list[str]:
         tokens = []
         pos = 0
         for m in self._find.finditer(line):
