@@ -58,8 +58,12 @@ class LineEncoder:
         return cls(tokenizer, Vocab(tokens, is_delimiter=tokenizer.is_delimiter))
 
     def keys(self, lines: Iterable[str]) -> list[Key]:
-        """The id sequences of many lines."""
-        return list(map(self.key, lines))
+        """The id sequences of many lines (`key` of each, with its calls inlined: this runs per line)."""
+        split = self.tokenizer.split_pattern
+        if split is None:
+            return list(map(self.key, lines))
+        get, splitter = self._id, split.split
+        return [tuple(map(get, filter(None, splitter(line)))) for line in lines]
 
     def count(self, per_line: Mapping[str, int]) -> Counter[Key]:
         """How many lines have each id sequence, in first-seen order, from how often each distinct line

@@ -101,6 +101,11 @@ class Tokenizer:
         """Split a line into tokens: the text between matches and every non-empty match."""
         return list(self.iter_tokens(line))
 
+    @property
+    def split_pattern(self) -> re.Pattern[str] | None:
+        """The one-group pattern whose `split` gives texts and matches alternating, where there is one."""
+        return self._split
+
     def iter_tokens(self, line: str) -> Iterable[str]:
         """The tokens of a line, lazily where that is faster."""
         if self._split is not None:
