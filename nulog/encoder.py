@@ -79,10 +79,10 @@ class LineEncoder:
         return out
 
     def model_input(self, key: Key, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """What the model sees of an id sequence: its ids without whitespace, at most max_len - 1 of them,
-        and where each stands in the sequence."""
+        """What the model sees of an id sequence: its ids without whitespace and delimiters, at most
+        max_len - 1 of them, and where each stands in the sequence."""
         ids = np.asarray(key, dtype=np.int64)
-        at = np.flatnonzero(~self.vocab.blank[ids])[: max_len - 1]
+        at = np.flatnonzero(~self.vocab.layout[ids])[: max_len - 1]
         return ids[at], at
 
     def pad(self, keys: Sequence[Key], max_len: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

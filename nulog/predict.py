@@ -129,10 +129,10 @@ class Predictor:
         return out
 
     def _batches(self, keys: list[Key]) -> Iterator[list[Key]]:
-        """Keys in batches of similar model-input length (whitespace is left out), within the caps."""
+        """Keys in batches of similar model-input length (whitespace and delimiters are left out), within the caps."""
         max_len, heads = self.model.config.max_len, self.model.config.n_heads
-        blank = self.encoder.vocab.blank
-        lengths = [min(len(k) - int(blank[np.asarray(k, dtype=np.int64)].sum()), max_len - 1) + 1 if k else 1
+        layout = self.encoder.vocab.layout
+        lengths = [min(len(k) - int(layout[np.asarray(k, dtype=np.int64)].sum()), max_len - 1) + 1 if k else 1
                    for k in keys]
         order = sorted(range(len(keys)), key=lengths.__getitem__)
         start = 0

@@ -135,7 +135,7 @@ def test_our_adamw_takes_the_steps_torch_adamw_takes() -> None:
               lr=1e-2, betas=(0.9, 0.98), eps=1e-9)
     b = torch.optim.AdamW([{"params": theirs[:1], "weight_decay": 0.1}, {"params": theirs[1:], "weight_decay": 0.0}],
                           lr=1e-2, betas=(0.9, 0.98), eps=1e-9)
-    for step in range(5):
+    for _ in range(5):
         g = [torch.randn_like(p) for p in ours]
         for p, q, x in zip(ours, theirs, g, strict=True):
             p.grad, q.grad = x.clone(), x.clone()
