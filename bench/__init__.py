@@ -1,1 +1,1 @@
-"""Benchmarks of the `nulog` package: speed on the HDFS sample and accuracy on four LogHub samples."""
+"""Benchmarks of the `nulog` package: speed beside Drain3, accuracy on four LogHub samples, the export rate."""

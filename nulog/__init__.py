@@ -14,6 +14,6 @@ import os
 # It only takes effect when nulog is imported before torch; an explicit setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__all__ = ["NuLogConfig"]
+__all__ = ["ModelConfig", "ParseConfig", "TrainConfig"]
 
-from nulog.config import NuLogConfig
+from nulog.config import ModelConfig, ParseConfig, TrainConfig

@@ -1,24 +1,28 @@
 """The `nulog` command: train a model, extract templates, parse a LogHub file, score lines.
 
-Results go to stdout (JSON lines) or to the named output file; progress and logs go to stderr.
+Results go to stdout (JSON lines) or to the named output file; progress and logs go to stderr. `templates`
+and `score` stream: input is read and output written chunk by chunk. torch is imported only by the
+commands that run a model, once their arguments are valid.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from json.encoder import encode_basestring
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nulog.checkpoint import load_checkpoint, save_checkpoint, write_vocab
-from nulog.config import DEFAULT_FILTERS, NuLogConfig
+from nulog.config import DEFAULT_FILTERS, ParseConfig, TrainConfig
 from nulog.data import read_lines
-from nulog.parse import read_raw_lines, split_fields, templates, write_structured_csv
-from nulog.score import score_lines
-from nulog.tokenizer import Tokenizer
-from nulog.train import Progress, train
+
+if TYPE_CHECKING:
+    from nulog.predict import LineResult, Predictor
+    from nulog.train import Progress
 
 log = logging.getLogger("nulog")
 
@@ -35,72 +39,118 @@ def _progress(p: Progress) -> None:
     )
 
 
-def _write_jsonl(rows: list[dict]) -> None:
+def _predictor(args: argparse.Namespace) -> Predictor:
+    from dataclasses import replace
+
+    from nulog.checkpoint import load_checkpoint
+    from nulog.predict import Predictor
+
+    if args.threads:
+        import torch
+
+        # One thread by default: a model pass is many small ops, and on a shared machine a second thread
+        # waits on a busy core more than it helps (measured: 3x slower under load, 1.7x faster idle).
+        torch.set_num_threads(args.threads)
+    ckpt = load_checkpoint(args.model, device=args.device if args.device != "auto" else "cpu")
+    changes = {"k": args.k, "threshold": args.threshold, "merge": False if args.no_merge else None}
+    config = replace(ckpt.parse, **{n: v for n, v in changes.items() if v is not None})
+    return Predictor(ckpt.model, ckpt.encoder, config)
+
+
+def write_rows(rows: Iterable[tuple[str, LineResult]], tail: Callable[[LineResult], str], *, chunk: int = 4096) -> None:
+    """One JSON object per line on stdout; a result's part of the object is encoded once per result."""
     out = sys.stdout
-    for row in rows:
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tails: dict[LineResult, str] = {}
+    buf: list[str] = []
+    for line, res in rows:
+        t = tails.get(res)
+        if t is None:
+            if len(tails) > 100_000:
+                tails.clear()
+            t = tails[res] = tail(res)
+        buf.append('{"log": ' + encode_basestring(line) + t)
+        if len(buf) >= chunk:
+            out.write("".join(buf))
+            buf.clear()
+    out.write("".join(buf))
     out.flush()
 
 
+def _template_tail(res: LineResult) -> str:
+    return ', "template": ' + encode_basestring(res.template) + "}\n"
+
+
+def _score_tail(res: LineResult) -> str:
+    return (f', "score": {round(res.score, 6)!r}, "label": "{res.label}", '
+            f'"template": {encode_basestring(res.template)}}}\n')
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from nulog.checkpoint import save_checkpoint, write_vocab
+    from nulog.train import train
+
     lines = list(read_lines(args.inputs))
     if not lines:
         log.error("the inputs hold no log lines")
         return 2
-    config = NuLogConfig(epochs=args.epochs, seed=args.seed, k=args.k, filters=args.filters, dedupe=not args.all_lines)
-    result = train(lines, config, device=args.device, on_progress=_progress)
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, filters=args.filters)
+    result = train(lines, config, parse=ParseConfig(k=args.k), device=args.device, on_progress=_progress,
+                   threads=args.threads or (os.cpu_count() or 1))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "nulog_model_latest.pt", result.model, result.vocab, step=result.steps)
-    write_vocab(out / "vocab.txt", result.vocab)
-    log.info("model written to %s (%d lines, %.1f s)", out, result.lines, result.seconds)
+    save_checkpoint(out / "nulog_model_latest.pt", result.checkpoint)
+    write_vocab(out / "vocab.txt", result.encoder.vocab)
+    log.info("trained %d steps in %.1f s, %.0f masked tokens/s, %d id sequences of %d lines; model written to %s",
+             result.steps, result.seconds, result.tokens_per_s, result.sequences, result.lines, out)
     return 0
 
 
+def _stream(args: argparse.Namespace) -> Iterator[tuple[str, LineResult]]:
+    return _predictor(args).stream(read_lines(args.inputs))
+
+
 def cmd_templates(args: argparse.Namespace) -> int:
-    ckpt = load_checkpoint(args.model, device=args.device if args.device != "auto" else "cpu")
-    lines = list(read_lines(args.inputs))
-    found = templates(ckpt.model, ckpt.vocab, lines, k=args.k, merge=not args.no_merge)
-    _write_jsonl([{"log": line, "template": t} for line, t in zip(lines, found, strict=True)])
+    write_rows(_stream(args), _template_tail)
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    ckpt = load_checkpoint(args.model, device=args.device if args.device != "auto" else "cpu")
-    lines = list(read_lines(args.inputs))
-    scores = score_lines(ckpt.model, ckpt.vocab, lines, k=args.k, threshold=args.threshold)
-    _write_jsonl(
-        [{"log": s.log, "score": round(s.score, 6), "label": s.label, "template": s.template} for s in scores]
-    )
+    write_rows(_stream(args), _score_tail)
     return 0
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
+    from nulog.checkpoint import save_checkpoint
+    from nulog.parse import read_raw_lines, split_fields, write_structured_csv
+    from nulog.predict import Predictor
+    from nulog.tokenizer import Tokenizer
+    from nulog.train import train
+
     t0 = time.monotonic()
     raw = read_raw_lines(args.logfile)
     headers, rows = split_fields(raw, args.log_format)
     contents = [r["Content"] for r in rows]
     train_lines = [c for c in contents if c.strip()]
-    # The model sees every token of every line of the file, up to a bound on attention's cost.
-    tokenizer = Tokenizer(args.filters)
-    longest = max((len(tokenizer.tokenize(c)) + 1 for c in set(train_lines)), default=1)
-    config = NuLogConfig(
-        epochs=args.epochs, seed=args.seed, k=args.k, filters=args.filters, num_samples=args.num_samples,
-        max_len=min(MAX_LEN_LIMIT, max(NuLogConfig.max_len, longest)),
-    )
     if not train_lines:
         log.error("%s holds no log lines", args.logfile)
         return 2
-    result = train(train_lines, config, device=args.device, on_progress=_progress)
-    found = templates(result.model, result.vocab, contents, k=args.k, merge=not args.no_merge)
+    if args.num_samples:
+        log.warning("--num-samples %d ignored: training visits every distinct id sequence", args.num_samples)
+    # The model sees every token of every line of the file, up to a bound on attention's cost.
+    tokenizer = Tokenizer(args.filters)
+    longest = 1 + max(sum(not t.isspace() for t in tokenizer.tokenize(c)) for c in set(train_lines))
+    model_args = {"max_len": min(MAX_LEN_LIMIT, max(256, longest))}
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, filters=args.filters)
+    parse = ParseConfig(k=args.k, merge=not args.no_merge)
+    result = train(train_lines, config, model_args=model_args, parse=parse, device=args.device,
+                   on_progress=_progress, threads=args.threads or (os.cpu_count() or 1))
+    found = [r.template for r in Predictor(result.model, result.encoder, parse).predict(contents)]
     write_structured_csv(args.output, headers, rows, found)
-    log.info(
-        "parsed %d lines into %d templates in %.1f s -> %s",
-        len(raw), len(set(found)), time.monotonic() - t0, args.output,
-    )
+    log.info("parsed %d lines into %d templates in %.1f s -> %s",
+             len(raw), len(set(found)), time.monotonic() - t0, args.output)
     if args.model_output:
         Path(args.model_output).mkdir(parents=True, exist_ok=True)
-        save_checkpoint(Path(args.model_output) / "nulog_model_latest.pt", result.model, result.vocab, step=result.steps)
+        save_checkpoint(Path(args.model_output) / "nulog_model_latest.pt", result.checkpoint)
     return 0
 
 
@@ -108,49 +158,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nulog", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = p.add_subparsers(dest="command", required=True)
-    defaults = NuLogConfig()
+    train_defaults, parse_defaults = TrainConfig(), ParseConfig()
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+        sp.add_argument("--threads", type=int, default=1, help="torch threads on CPU (0: torch's default)")
 
     t = sub.add_parser("train", help="train a model on log lines (text, or JSONL with a `log` field)")
     t.add_argument("inputs", nargs="+", metavar="INPUT")
     t.add_argument("--output", required=True, help="directory for nulog_model_latest.pt and vocab.txt")
-    t.add_argument("--epochs", type=int, default=defaults.epochs)
-    t.add_argument("--seed", type=int, default=defaults.seed)
-    t.add_argument("--k", type=int, default=defaults.k)
+    t.add_argument("--epochs", type=int, default=train_defaults.epochs)
+    t.add_argument("--seed", type=int, default=train_defaults.seed)
+    t.add_argument("--k", type=int, default=parse_defaults.k)
     t.add_argument("--filters", default=DEFAULT_FILTERS, help="token-splitting regex; matches are kept as tokens")
-    t.add_argument("--all-lines", action="store_true", help="train on repeated lines as often as they occur")
     common(t)
     t.set_defaults(func=cmd_train)
 
-    m = sub.add_parser("templates", help="one JSON line {log, template} per input line")
-    m.add_argument("inputs", nargs="+", metavar="INPUT", help="files, or - for stdin")
-    m.add_argument("--model", required=True, help="model directory or .pt file")
-    m.add_argument("--k", type=int, default=None, help="top-k (default: the model's)")
-    m.add_argument("--no-merge", action="store_true", help="NuLog's per-line rule only (see merge_templates)")
-    common(m)
-    m.set_defaults(func=cmd_templates)
-
-    s = sub.add_parser("score", help="one JSON line {log, score, label, template} per input line")
-    s.add_argument("inputs", nargs="+", metavar="INPUT", help="files, or - for stdin")
-    s.add_argument("--model", required=True, help="model directory or .pt file")
-    s.add_argument("--k", type=int, default=None, help="top-k (default: the model's)")
-    s.add_argument("--threshold", type=float, default=None, help="below it a line is an Anomaly (default 0.7)")
-    common(s)
-    s.set_defaults(func=cmd_score)
+    for name, func, fields in (("templates", cmd_templates, "{log, template}"),
+                               ("score", cmd_score, "{log, score, label, template}")):
+        m = sub.add_parser(name, help=f"one JSON line {fields} per input line")
+        m.add_argument("inputs", nargs="+", metavar="INPUT", help="files, or - for stdin")
+        m.add_argument("--model", required=True, help="model directory or .pt file")
+        m.add_argument("--k", type=int, default=None, help="top-k (default: the model's)")
+        m.add_argument("--threshold", type=float, default=None, help="below it a line is an Anomaly (default: the model's)")
+        m.add_argument("--no-merge", action="store_true", help="NuLog's per-line rule only (see nulog.templates)")
+        common(m)
+        m.set_defaults(func=func)
 
     r = sub.add_parser("parse", help="train on a raw log file and write LogHub's structured CSV")
     r.add_argument("logfile")
     r.add_argument("--log-format", required=True, help="LogHub format, e.g. '<Date> <Time> <Level>: <Content>'")
     r.add_argument("--filters", default=DEFAULT_FILTERS)
-    r.add_argument("--k", type=int, default=defaults.k)
-    r.add_argument("--epochs", type=int, default=defaults.epochs)
-    r.add_argument("--num-samples", type=int, default=0)
-    r.add_argument("--seed", type=int, default=defaults.seed)
+    r.add_argument("--k", type=int, default=parse_defaults.k)
+    r.add_argument("--epochs", type=int, default=train_defaults.epochs)
+    r.add_argument("--num-samples", type=int, default=0, help="ignored; kept for LogHub's settings files")
+    r.add_argument("--seed", type=int, default=train_defaults.seed)
     r.add_argument("--output", required=True, help="structured CSV to write")
     r.add_argument("--model-output", default=None, help="also save the trained model in this directory")
-    r.add_argument("--no-merge", action="store_true", help="NuLog's per-line rule only (see merge_templates)")
+    r.add_argument("--no-merge", action="store_true", help="NuLog's per-line rule only (see nulog.templates)")
     common(r)
     r.set_defaults(func=cmd_parse)
     return p

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nulog.config import NuLogConfig
+from nulog.config import ParseConfig, TrainConfig
 from nulog.protocol import (
     ARTIFACT_FILES,
     EXIT_DONE,
@@ -113,13 +113,8 @@ def _run_in(scratch: Path, args: JobArgs, device: str) -> dict[str, Any]:
     lines = load_lines(_fetch_inputs(args.data, scratch), max_lines=args.max_lines, seed=args.seed)
     log.info("job %s: %d log lines loaded", args.job_id, len(lines))
 
-    # Masked production logs repeat heavily; each distinct line once per epoch trains the same templates
-    # in a fraction of the time.
-    config = NuLogConfig(seed=args.seed, dedupe=True)
-    if args.epochs is not None:
-        config.epochs = args.epochs
-    if args.k is not None:
-        config.k = args.k
+    config = TrainConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs is not None else {}))
+    parse = ParseConfig(**({"k": args.k} if args.k is not None else {}))
     emit(StageEvent(stage="training", message=f"training on {len(lines)} lines, {config.epochs} epochs, {device}"))
 
     def progress(p: Progress) -> None:
@@ -136,18 +131,19 @@ def _run_in(scratch: Path, args: JobArgs, device: str) -> dict[str, Any]:
             )
         )
 
-    result = train(lines, config, device=device, on_progress=progress)
+    result = train(lines, config, parse=parse, device=device, on_progress=progress)
 
     emit(StageEvent(stage="saving", message=f"writing model files to {out}"))
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / MODEL_FILE, result.model, result.vocab, step=result.steps)
-    write_vocab(out / VOCAB_FILE, result.vocab)
+    save_checkpoint(out / MODEL_FILE, result.checkpoint)
+    write_vocab(out / VOCAB_FILE, result.encoder.vocab)
     metrics = {
         "job_id": args.job_id,
         "lines": result.lines,
-        "unique_lines": result.unique_lines,
-        "vocab_size": len(result.vocab),
-        "epochs": result.config.epochs,
+        "unique_lines": result.distinct_lines,
+        "sequences": result.sequences,
+        "vocab_size": len(result.encoder.vocab),
+        "epochs": config.epochs,
         "steps": result.steps,
         "final_loss": result.final_loss,
         "seconds": round(time.monotonic() - t0, 3),
@@ -155,7 +151,7 @@ def _run_in(scratch: Path, args: JobArgs, device: str) -> dict[str, Any]:
         "device": result.device,
         "tokens_per_s": round(result.tokens_per_s, 1),
         "seed": args.seed,
-        "k": result.config.k,
+        "k": parse.k,
     }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if remote.is_remote(args.output):

@@ -1,82 +1,235 @@
-"""Which tokens of each line the model predicts within its top k: the shared step of parsing and scoring."""
+"""The one prediction pipeline of `parse`, `templates` and `score`: lines in, a template and a score each.
+
+A line's predictions depend only on its id sequence, so lines are grouped by it and the model runs once
+per group, in length-sorted batches; a bounded LRU cache of sequences lets a long-running process skip the
+model for those it has seen, and a bounded cache of lines skips tokenizing a line it has seen. `grouped=False`
+runs the model once per line, the literal method the grouped path must agree with.
+
+A line's template therefore depends on its id sequence and on the templates before it (merging), never on
+which other lines share its batch: both paths give the same results.
+"""
 
 from __future__ import annotations
 
-import torch
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from nulog.data import encode
-from nulog.model import NuLog
-from nulog.tokenizer import Vocab, is_blank, is_variable
+import numpy as np
+
+from nulog.config import ParseConfig
+from nulog.encoder import Key, LineEncoder
+from nulog.templates import Parts, TemplateMerger
+
+if TYPE_CHECKING:
+    from nulog.model import NuLog
 
 # Lines per inference batch are capped by padded positions and by attention entries (B * H * T * T), so
 # long lines do not blow up memory.
 POSITIONS_PER_BATCH = 16384
 ATTENTION_PER_BATCH = 1 << 25
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
-def token_hits(
-    model: NuLog, vocab: Vocab, token_lists: list[list[str]], *, k: int
-) -> list[list[bool | None]]:
-    """Per line, per token: True/False = predicted within top-k or not; None = not predicted.
 
-    Blank and variable tokens are not predicted, nor tokens past the model's max_len.
-    """
-    device = next(model.parameters()).device
-    max_len = model.config.max_len
-    out: list[list[bool | None]] = [[None] * len(t) for t in token_lists]
-    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
-    start = 0
-    was_training = model.training
-    model.eval()
-    try:
+class LRUCache(Generic[K, V]):
+    """A mapping that holds at most `maxsize` entries, dropping the least recently used."""
+
+    def __init__(self, maxsize: int) -> None:
+        assert maxsize > 0
+        self.maxsize = maxsize
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What the model says about one id sequence."""
+
+    keep: np.ndarray  # (L,) bool: the token is predicted and within the top k
+    judged: int  # how many tokens were predicted
+    hits: int  # how many of them within the top k
+    parts: Parts | None  # the template before merging; None when only the line itself can render it
+
+    @property
+    def score(self) -> float:
+        """Share of predicted tokens found within the top k; 1.0 for a line with nothing to predict."""
+        return self.hits / self.judged if self.judged else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LineResult:
+    """Template, score and label of a line (shared by the lines of one id sequence)."""
+
+    template: str
+    score: float
+    label: str  # "Anomaly" below the threshold, else "Normal"
+
+
+class Predictor:
+    """Templates and scores of lines from a trained model, one model pass per distinct id sequence."""
+
+    def __init__(
+        self,
+        model: NuLog,
+        encoder: LineEncoder,
+        config: ParseConfig,
+        *,
+        cache_size: int = 100_000,
+        line_cache_size: int = 200_000,
+    ) -> None:
+        self.model = model
+        self.encoder = encoder
+        self.config = config
+        self.cache: LRUCache[Key, Judgement] = LRUCache(cache_size)
+        self._merger = TemplateMerger() if config.merge else None
+        # Lines seen -> a small int naming their id sequence, so that per line only ints are hashed.
+        self.line_cache_size = line_cache_size
+        self._line_index: dict[str, int] = {}
+        self._keys: list[Key] = []
+        self._key_index: dict[Key, int] = {}
+        self.model_rows = 0  # id sequences the model has run on
+
+    def judge(self, keys: Sequence[Key], *, use_cache: bool = True) -> dict[Key, Judgement]:
+        """The model's judgement of each distinct id sequence; those not cached go through the model."""
+        out: dict[Key, Judgement] = {}
+        todo = []
+        for key in keys:
+            j = self.cache.get(key) if use_cache else None
+            if j is None:
+                todo.append(key)
+            else:
+                out[key] = j
+        for batch in self._batches(todo):
+            for key, j in zip(batch, self._run(batch), strict=True):
+                out[key] = j
+                if use_cache:
+                    self.cache.put(key, j)
+        return out
+
+    def _batches(self, keys: list[Key]) -> Iterator[list[Key]]:
+        """Keys in batches of similar model-input length (whitespace and delimiters are left out), within the caps."""
+        max_len, heads = self.model.config.max_len, self.model.config.n_heads
+        layout = self.encoder.vocab.layout
+        lengths = [min(len(k) - int(layout[np.asarray(k, dtype=np.int64)].sum()), max_len - 1) + 1 if k else 1
+                   for k in keys]
+        order = sorted(range(len(keys)), key=lengths.__getitem__)
+        start = 0
         while start < len(order):
             end = start + 1
             while end < len(order):
-                T_next = min(len(token_lists[order[end]]) + 1, max_len)
-                B = end - start + 1
-                if B * T_next > POSITIONS_PER_BATCH or B * model.config.n_heads * T_next**2 > ATTENTION_PER_BATCH:
+                T, B = lengths[order[end]], end - start + 1
+                if B * T > POSITIONS_PER_BATCH or B * heads * T * T > ATTENTION_PER_BATCH:
                     break
                 end += 1
-            rows = order[start:end]
-            enc = encode([token_lists[i] for i in rows], vocab, max_len=max_len)
-            idx, select = enc.ids.to(device), enc.targets.to(device)
-            hits = model.topk_hits(idx, select, k).cpu()  # (P,)
-            dense = torch.zeros(select.shape, dtype=torch.bool)
-            dense[select.cpu()] = hits
-            sel = enc.targets
-            for r, i in enumerate(rows):
-                line_hits = out[i]
-                for j in range(min(len(token_lists[i]), max_len - 1)):
-                    if sel[r, j + 1]:
-                        line_hits[j] = bool(dense[r, j + 1])
+            yield [keys[i] for i in order[start:end]]
             start = end
-    finally:
-        model.train(was_training)
-    return out
 
+    def _run(self, keys: list[Key]) -> list[Judgement]:
+        import torch
 
-WILDCARD = "<*>"
+        ids, select, where = self.encoder.pad(keys, self.model.config.max_len)  # (B, T), (B, T), B x (T',)
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            sel = torch.from_numpy(select).to(device)
+            hits = self.model.topk_hits(torch.from_numpy(ids).to(device), sel, self.config.k).cpu().numpy()
+        finally:
+            self.model.train(was_training)
+        self.model_rows += len(keys)
+        dense = np.zeros(select.shape, dtype=bool)  # (B, T)
+        dense[select] = hits
+        judged, found = select.sum(1).tolist(), dense.sum(1).tolist()
+        # The whole batch's keep flags and templates at once, over the sequences laid end to end.
+        lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        n_in = np.fromiter(map(len, where), dtype=np.int64, count=len(keys))  # (B,) model positions per row
+        keep = np.zeros(int(starts[-1]), dtype=bool)
+        keep[np.concatenate(where) + np.repeat(starts[:-1], n_in)] = dense[:, 1:][
+            np.arange(dense.shape[1] - 1)[None, :] < n_in[:, None]]
+        parts = self.encoder.render_many(keys, keep)
+        return [Judgement(keep[starts[r] : starts[r + 1]], judged[r], found[r], parts[r]) for r in range(len(keys))]
 
+    def _index(self, lines: Sequence[str]) -> list[int]:
+        """For each line, the index of its id sequence in self._keys; new lines are encoded together."""
+        known = self._line_index
+        if len(known) > self.line_cache_size:  # bounded: start again rather than track recency per line
+            known.clear()
+            self._keys.clear()
+            self._key_index.clear()
+        new = [line for line in dict.fromkeys(lines) if line not in known]
+        for line, key in zip(new, self.encoder.keys(new), strict=True):
+            i = self._key_index.get(key)
+            if i is None:
+                i = self._key_index[key] = len(self._keys)
+                self._keys.append(key)
+            known[line] = i
+        return list(map(known.__getitem__, lines))
 
-def template_parts(tokens: list[str], hits: list[bool | None]) -> tuple[str, ...]:
-    """The tokens, with `<*>` for each variable or mispredicted one."""
-    parts = []
-    for t, h in zip(tokens, hits, strict=True):
-        if is_blank(t):
-            parts.append(t)
-        elif is_variable(t) or h is False:
-            parts.append(WILDCARD)
+    def predict(self, lines: Sequence[str], *, grouped: bool = True) -> list[LineResult]:
+        """A result per line, in order. Templates are merged with those of every earlier call."""
+        if not grouped:  # every line a sequence of its own, one model pass each, no cache
+            keys = [self.encoder.key(line) for line in lines]
+            return self._results(lines, list(range(len(lines))),
+                                 {i: self.judge([k], use_cache=False)[k] for i, k in enumerate(keys)})
+        index = self._index(lines)
+        seqs = {i: self._keys[i] for i in dict.fromkeys(index)}
+        judged = self.judge(list(seqs.values()))
+        return self._results(lines, index, {i: judged[k] for i, k in seqs.items()})
+
+    def _results(self, lines: Sequence[str], index: list[int], of: dict[int, Judgement]) -> list[LineResult]:
+        """Results of lines from the judgement of each one's sequence (index: line -> sequence, `of` in the
+        order the sequences first come)."""
+        # Templates go to the merger in the order their lines come; a sequence holding unseen whitespace
+        # is rendered line by line.
+        per_line: dict[int, Parts] = {}
+        if any(j.parts is None for j in of.values()):
+            per_line = {n: self.encoder.render_line(lines[n], of[i].keep)
+                        for n, i in enumerate(index) if of[i].parts is None}
+            order = [per_line[n] if n in per_line else of[i].parts for n, i in enumerate(index)]
         else:
-            parts.append(t)
-    return tuple(parts)
+            order = [j.parts for j in of.values()]
+        merger = self._merger
+        if merger is not None:
+            merger.add(order)  # type: ignore[arg-type]
+        threshold = self.config.threshold
 
+        def result(parts: Parts, j: Judgement) -> LineResult:
+            t = "".join(merger.resolve(parts) if merger is not None else parts)
+            s = j.score
+            return LineResult(t, s, "Anomaly" if s < threshold else "Normal")
 
-def template_of(tokens: list[str], hits: list[bool | None]) -> str:
-    """Join the tokens back, writing `<*>` for each variable or mispredicted one."""
-    return "".join(template_parts(tokens, hits))
+        by_index = {i: result(j.parts, j) for i, j in of.items() if j.parts is not None}
+        out = list(map(by_index.get, index))
+        for n, parts in per_line.items():
+            out[n] = result(parts, of[index[n]])
+        return out  # type: ignore[return-value]
 
-
-def score_of(hits: list[bool | None]) -> float:
-    """Share of predicted tokens found within top-k; 1.0 for a line with nothing to predict."""
-    judged = [h for h in hits if h is not None]
-    return sum(judged) / len(judged) if judged else 1.0
+    def stream(self, lines: Iterable[str], *, chunk: int = 32768) -> Iterator[tuple[str, LineResult]]:
+        """(line, result) for every line of a stream, chunk by chunk: memory is bounded by the chunk and
+        the caches, not by the input."""
+        it = iter(lines)
+        while batch := list(islice(it, chunk)):
+            yield from zip(batch, self.predict(batch), strict=True)

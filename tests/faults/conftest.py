@@ -9,9 +9,9 @@ import pytest
 
 from tests.faults.harness import Rig
 
-# Epochs of a training that must still run when a fault lands (about 20 s on the 2-core CI machine); short
+# Epochs of a training that must still run when a fault lands (20-40 s on the 2-core CI machine); short
 # ones for scenarios that only need a training to happen.
-LONG_EPOCHS = 8
+LONG_EPOCHS = 120
 SHORT_EPOCHS = 1
 
 MakeRig = Callable[..., Awaitable[Rig]]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from nulog.config import NuLogConfig
+from nulog.config import ParseConfig, TrainConfig
 from nulog.train import TrainResult, train
 
 TEMPLATES = [
@@ -36,12 +36,21 @@ def synthetic_lines(n: int, *, seed: int = 0) -> list[str]:
     return lines
 
 
-def small_config(**overrides) -> NuLogConfig:
-    """A model small enough to train in a second or two on CPU."""
-    base = dict(d_model=32, n_heads=4, d_ff=64, dropout=0.0, max_len=64, k=3, epochs=4, batch_size=16, lr=3e-3,
-                warmup_steps=5, seed=0)
+# A model small enough to train in a second or two on CPU.
+SMALL_MODEL = dict(d_model=32, n_heads=4, d_ff=64, dropout=0.0, max_len=64)
+SMALL_PARSE = ParseConfig(k=3)
+
+
+def small_train(**overrides) -> TrainConfig:
+    """Training settings for SMALL_MODEL."""
+    base = dict(epochs=4, batch_size=16, lr=3e-3, warmup_steps=5, min_steps=150, seed=0)
     base.update(overrides)
-    return NuLogConfig(**base)
+    return TrainConfig(**base)
+
+
+def train_small(lines: list[str], *, model: dict | None = None, on_progress=None, **overrides) -> TrainResult:
+    return train(lines, small_train(**overrides), model_args={**SMALL_MODEL, **(model or {})}, parse=SMALL_PARSE,
+                 device="cpu", on_progress=on_progress)
 
 
 @pytest.fixture(scope="session")
@@ -51,4 +60,4 @@ def corpus() -> list[str]:
 
 @pytest.fixture(scope="session")
 def trained(corpus: list[str]) -> TrainResult:
-    return train(corpus, small_config(), device="cpu")
+    return train_small(corpus)

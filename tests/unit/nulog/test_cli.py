@@ -13,7 +13,7 @@ from nulog.train import TrainResult
 
 @pytest.fixture
 def model_dir(trained: TrainResult, tmp_path: Path) -> Path:
-    save_checkpoint(tmp_path / "nulog_model_latest.pt", trained.model, trained.vocab, step=trained.steps)
+    save_checkpoint(tmp_path / "nulog_model_latest.pt", trained.checkpoint)
     return tmp_path
 
 

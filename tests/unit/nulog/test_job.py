@@ -52,7 +52,7 @@ def test_job_emits_json_events_and_writes_the_three_files(windows_file: Path, tm
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["lines"] == 200 and metrics["epochs"] == 2 and metrics["device"] == "cpu"
     assert done["metrics"] == metrics
-    assert load_checkpoint(out).config.k == 5
+    assert load_checkpoint(out).parse.k == 5
 
 
 def test_job_without_usable_input_reports_an_error_and_exits_2(tmp_path: Path) -> None:

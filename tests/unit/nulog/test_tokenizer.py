@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from nulog.config import DEFAULT_FILTERS
-from nulog.tokenizer import NUM_ID, UNK_ID, Tokenizer, Vocab, is_variable
+from nulog.tokenizer import BLANK_ID, NUM_ID, UNK_ID, Tokenizer, Vocab, constant_digit_tokens, is_placeholder
 
 LINES = [
     "PacketResponder 1 for block blk_-6952295868487656571 terminating",
@@ -34,15 +34,44 @@ def test_placeholders_stay_single_tokens_even_inside_words() -> None:
     assert "".join(tokens) == "Connection from <IP>:<NUM> for blk_<NUM> took <DURATION>"
 
 
-def test_placeholders_and_digit_tokens_are_variables() -> None:
-    assert is_variable("<UUID>") and is_variable("blk_123") and is_variable("10.0.0.1")
-    assert not is_variable("terminating") and not is_variable("<html>")
+def test_general_and_fast_splitting_give_the_same_tokens() -> None:
+    for filters in FILTERS:
+        tok = Tokenizer(filters)
+        assert tok._split is not None or not filters
+        for line in LINES:
+            fast = tok.tokenize(line)
+            tok._split, saved = None, tok._split
+            assert tok.tokenize(line) == fast
+            tok._split = saved
 
 
-def test_vocabulary_maps_digit_tokens_to_num_and_unseen_to_unk() -> None:
+def test_a_filter_that_can_match_nothing_keeps_words_whole() -> None:
+    assert Tokenizer(r"(\s*)").tokenize("ab cd") == ["ab", " ", "cd"]
+
+
+def test_vocabulary_maps_unseen_tokens_to_their_class() -> None:
     vocab = Vocab.build([["Served", " ", "block", " ", "123"], ["block", "<IP>"]])
     assert "123" not in vocab.stoi
-    assert vocab.id("98765") == NUM_ID
-    assert vocab.id("never-seen") == UNK_ID
-    assert vocab.itos[vocab.id("block")] == "block"
-    assert vocab.id("<IP>") not in (NUM_ID, UNK_ID)
+    assert vocab.stoi["98765"] == NUM_ID and vocab.stoi["<UUID>"] == NUM_ID
+    assert vocab.stoi["never-seen"] == UNK_ID
+    assert vocab.stoi["\t\t"] == BLANK_ID
+    assert vocab.itos[vocab.stoi["block"]] == "block"
+    assert vocab.stoi["<IP>"] not in (NUM_ID, UNK_ID) and is_placeholder("<IP>")
+    ids = [vocab.stoi[t] for t in ("block", " ", "<IP>", "zzz")]
+    assert vocab.predicted[ids].tolist() == [True, False, False, True]
+
+
+def _lines(template: str, values: list[str]) -> list[list[str]]:
+    return [Tokenizer().tokenize(template.format(v)) for v in values]
+
+
+def test_a_digit_token_that_holds_its_slot_is_a_constant() -> None:
+    lines = _lines("link {} up", ["eth0"] * 19 + ["eth1"]) + _lines("user {} logged in", ["eth0"])
+    assert constant_digit_tokens(lines, min_lines=3, slot_share=0.9) == {"eth0"}
+
+
+def test_digit_tokens_that_share_a_slot_or_never_recur_stay_variables() -> None:
+    shared = _lines("PacketResponder {} terminating", ["0", "1", "2"] * 10)
+    counters = _lines("took {} ms", [str(i) for i in range(30)])
+    rare = _lines("mounted {} ok", ["sda1", "sda1"])
+    assert constant_digit_tokens(shared + counters + rare, min_lines=3, slot_share=0.9) == set()
