@@ -23,6 +23,7 @@ from training_controller.core.gateway import Gateway, Workloads
 from training_controller.core.gpu import GpuArbiter
 from training_controller.core.intake import Intake, Origin
 from training_controller.core.jobs import JobPhase, JobRecord
+from training_controller.core.models import ModelInfo, Models
 from training_controller.core.ports import Events, GpuService, Launcher, LogSource, ObjectStore, StateStore
 from training_controller.core.queries import LogQuery
 from training_controller.core.runner import Exporter, JobRunner, RunnerStatus
@@ -68,6 +69,7 @@ class TrainingController:
         self._gateway = Gateway(
             book=self._book, intake=self._intake, state=state, events=events, gpu=self._gpu, training=training
         )
+        self._models = Models(book=self._book, store=store, events=events, gateway=self._gateway, buckets=buckets)
         self._runner = JobRunner(
             book=self._book,
             exporter=exporter,
@@ -134,6 +136,16 @@ class TrainingController:
         else:
             log.info("job %s cancelled while queued", job_id)
         return record
+
+    # -- models ----------------------------------------------------------------------------------------
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Every trained model, the most recent first, and which one is current."""
+        return await self._models.list()
+
+    async def promote_model(self, job_id: str) -> ModelInfo:
+        """Make an earlier model current again (a rollback), announced as a new model."""
+        return await self._models.promote(job_id)
 
     # -- the gateway -----------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@
     │   └── EventsUnavailable     an announcement could not be handed to NATS
     └── PermanentError            retrying will not help: fail the job with this message
         ├── InvalidRequest        the request itself is wrong (bad payload, unknown job)
-        │   └── SourceRejected    the log backend refused the query (credentials, index)
+        │   ├── SourceRejected    the log backend refused the query (credentials, index)
+        │   └── Conflict          the request cannot be done in the state things are in now
         ├── StorageAccessDenied   the object store refused the credentials or the operation
         ├── StorageRejected       the object store says the operation cannot succeed
         ├── LauncherForbidden     the launcher may not do that (a missing RBAC rule, named)
@@ -68,6 +69,10 @@ class PermanentError(ControllerError):
 
 class InvalidRequest(PermanentError):
     """The request is wrong; the message says how."""
+
+
+class Conflict(InvalidRequest):
+    """The request is valid but clashes with the state things are in (a training holds the GPU, ...)."""
 
 
 class SourceRejected(InvalidRequest):
