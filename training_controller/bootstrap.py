@@ -191,6 +191,7 @@ class Service:
                 gpu_service=ports.gpu_service,
                 training=settings.training,
                 buckets=settings.store,
+                catalogue=settings.catalogue(),
             )
             # The GPU claims of a previous controller are held again before any request is answered.
             await controller.load()

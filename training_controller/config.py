@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from nulog.objectstore import MinioConfig
+from training_controller.core.trainers import Catalogue, CatalogueError, nulog_trainer
 
 
 class ConfigError(Exception):
@@ -198,6 +199,14 @@ class TrainingSettings(_Section):
         default=30.0, alias="job_retention_days", gt=0, description="Ended job records older than this are forgotten."
     )
     retry_max_seconds: float = Field(default=30.0, alias="retry_max_seconds", gt=0, description="Longest retry delay.")
+    max_workers: int = Field(
+        default=4, alias="train_max_workers", ge=1, le=256,
+        description="The most worker processes one NuLog training may use (the built-in trainer's max_workers).",
+    )
+    trainers: str | None = Field(
+        default=None, alias="trainers",
+        description="The trainer catalogue: a YAML or JSON file, or inline JSON; `nulog` is built in.",
+    )
 
 
 class HttpSettings(_Section):
@@ -252,6 +261,10 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _selected_adapters_are_configured(self) -> Settings:
         problems = [f"{name.upper()} is required when {sel.upper()}={value}" for sel, value, name in self._missing()]
+        try:
+            self.catalogue()
+        except CatalogueError as e:
+            problems.append(str(e))
         if self.launch.kind == "kubernetes" and self.store.kind == "local":
             problems.append("LAUNCHER=kubernetes needs OBJECT_STORE=minio: a training pod cannot read local files")
         if problems:
@@ -260,6 +273,16 @@ class Settings(_Section):
 
     def _missing(self) -> list[tuple[str, str, str]]:
         return missing_for_selectors(lambda name: _lookup(self, name))
+
+    def catalogue(self) -> Catalogue:
+        """The trainer catalogue: the built-in `nulog`, with the training settings as its defaults, and what
+        TRAINERS adds; raises CatalogueError naming every problem."""
+        t = self.training
+        nulog = nulog_trainer(
+            epochs=t.epochs, seed=t.seed, max_lines=t.max_lines, device=t.device, max_workers=t.max_workers,
+            gpus=self.launch.kubernetes.gpu_count,
+        )
+        return Catalogue.load(t.trainers, nulog=nulog)
 
     def jobs_dir(self) -> Path:
         """Where the local launcher keeps its jobs."""

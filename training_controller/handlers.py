@@ -9,6 +9,7 @@ from nats.aio.msg import Msg
 
 from training_controller.bus import Route
 from training_controller.core.controller import TrainingController
+from training_controller.core.errors import InvalidRequest
 from training_controller.core.intake import Origin, request_hash
 from training_controller.messages import (
     CONTROLLER_HEADER,
@@ -22,6 +23,7 @@ from training_controller.messages import (
     PayloadError,
     Subjects,
     TrainAccepted,
+    TrainRequest,
     decode_train,
     decode_train_model,
 )
@@ -75,13 +77,26 @@ class Handlers:
 
     async def _submit(self, request: AnyTrainRequest, origin: Origin) -> TrainAccepted:
         shape = type(request).__name__
+        ours = isinstance(request, TrainRequest)
+        if ours:
+            self._check_model(request)
         submitted = await self.controller.submit(
             request.to_query(),
-            request=request.model_dump(),
+            request=request.model_dump(exclude_none=True),
             requested_by=f"nats:train ({origin.via}, {shape})",
             origin=origin,
+            model=request.model_to_train if ours else "nulog",
+            parameters=request.parameters if ours else None,
         )
         return TrainAccepted(job_id=submitted.record.job_id, queue_position=submitted.queue_position)
+
+    def _check_model(self, request: TrainRequest) -> None:
+        """The model type and parameters against the trainer catalogue, as the payload's own errors."""
+        try:
+            self.controller.trainers().get(request.model_to_train).resolve(request.parameters, model=request.model_to_train)
+        except InvalidRequest as e:
+            field = "parameters" if str(e).startswith("invalid parameters") else "model_to_train"
+            raise PayloadError(f"{field}: {str(e).removeprefix('invalid parameters: ')}") from None
 
     # -- the gateway -------------------------------------------------------------------------------------
 

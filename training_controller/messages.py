@@ -18,7 +18,6 @@ from pydantic import (
     StrictInt,
     TypeAdapter,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -28,7 +27,6 @@ from training_controller.core.opni_query import interpret
 from training_controller.core.ports import JobUpdate, PhaseUpdate, TrainerOutput
 from training_controller.core.queries import Interval, LogQuery
 
-MODELS = ("nulog",)
 MAX_NS = 2**63 - 1
 MAX_INTERVALS = 1_000
 
@@ -84,17 +82,15 @@ class TrainRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_to_train: str = Field(description="The model to train; this controller trains `nulog`.")
+    model_to_train: str = Field(
+        min_length=1, description="The model type to train (`nulog`, or one of the trainer catalogue)."
+    )
     time_intervals: list[TimeInterval] = Field(
         min_length=1, max_length=MAX_INTERVALS, description="The time ranges whose logs make the training data."
     )
-
-    @field_validator("model_to_train")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        if value not in MODELS:
-            raise ValueError(f"unknown model {value[:64]!r}; this controller trains: {', '.join(MODELS)}")
-        return value
+    parameters: dict[str, StrictInt | float | str | bool] | None = Field(
+        default=None, description="The trainer's parameters, checked against its schema; defaults for the rest."
+    )
 
     def to_query(self) -> LogQuery:
         """The log query this request asks for."""

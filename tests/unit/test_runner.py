@@ -31,11 +31,11 @@ from tests.unit.fakes import (
 from training_controller.adapters.logs.files import FilesLogSource
 from training_controller.adapters.storage.local import LocalObjectStore
 from training_controller.bootstrap import SourceExporter
-from training_controller.config import StoreSettings, TrainingSettings
+from training_controller.config import Settings, StoreSettings, TrainingSettings
 from training_controller.core.controller import TrainingController
 from training_controller.core.errors import JobNotFound, SourceUnavailable
 from training_controller.core.gateway import TRAINING_STATUS_KEY
-from training_controller.core.jobs import Artifacts, JobPhase, JobRecord, TrainingData, TrainingParameters
+from training_controller.core.jobs import Artifacts, JobPhase, JobRecord, TrainingData
 from training_controller.core.masking import mask
 from training_controller.core.ports import LogLine, TrainerOutput
 from training_controller.core.queries import Interval, LogQuery
@@ -56,6 +56,10 @@ class Harness:
         values = {"epochs": 2, "seed": 5, "max_lines": 1000, "device": "cpu", "progress_save_seconds": 0.0,
                   "retry_max_seconds": 0.05, **training}
         self.training = TrainingSettings(**values)
+        self.catalogue = Settings(
+            nats_server_url="nats://unused:4222", log_files_dir=tmp_path, local_store_dir=tmp_path,
+            **{f"train_{k}": v for k, v in values.items() if k in ("epochs", "seed", "max_lines", "device")},
+        ).catalogue()
         self.controller = self.new_controller()
 
     def new_controller(self) -> TrainingController:
@@ -70,6 +74,7 @@ class Harness:
             gpu_service=self.gpu_service,
             training=self.training,
             buckets=StoreSettings(),
+            catalogue=self.catalogue,
         )
 
     async def submit(self, start: int = T0, end: int = T0 + 10 * 60 * SECOND) -> JobRecord:
@@ -192,7 +197,10 @@ async def test_launcher_gets_the_trainer_arguments_of_the_job(harness: Harness):
     assert spec.args.data == (harness.store.uri("training-logs", f"{record.job_id}/windows.jsonl.gz"),)
     assert spec.args.output == harness.store.uri("opni-nulog-models-archive", record.job_id)
     assert (spec.args.epochs, spec.args.seed, spec.args.max_lines, spec.args.device) == (2, 5, 1000, "cpu")
-    assert record.parameters == TrainingParameters(epochs=2, seed=5, max_lines=1000, device="cpu", window_seconds=60)
+    assert record.parameters == {
+        "workers": 1, "epochs": 2, "batch_size": None, "seed": 5, "max_lines": 1000, "k": None, "device": "cpu"
+    }
+    assert record.window_seconds == 60
 
 
 async def test_exported_windows_hold_masked_lines_grouped_by_window(harness: Harness):

@@ -27,6 +27,7 @@ from training_controller.core.models import ModelInfo, Models
 from training_controller.core.ports import Events, GpuService, Launcher, LogSource, ObjectStore, StateStore
 from training_controller.core.queries import LogQuery
 from training_controller.core.runner import Exporter, JobRunner, RunnerStatus
+from training_controller.core.trainers import Catalogue
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class TrainingController:
         gpu_service: GpuService,
         training: TrainingSettings,
         buckets: StoreSettings,
+        catalogue: Catalogue,
     ) -> None:
         self._source = source
         self._store = store
@@ -65,7 +67,8 @@ class TrainingController:
         self._training = training
         self._book = JobBook(state)
         self._gpu = GpuArbiter(state, reset_seconds=training.gpu_reset_seconds)
-        self._intake = Intake(self._book, state, training)
+        self._catalogue = catalogue
+        self._intake = Intake(self._book, state, training, catalogue)
         self._gateway = Gateway(
             book=self._book, intake=self._intake, state=state, events=events, gpu=self._gpu, training=training
         )
@@ -80,6 +83,7 @@ class TrainingController:
             gateway=self._gateway,
             training=training,
             buckets=buckets,
+            catalogue=catalogue,
         )
 
     async def load(self) -> None:
@@ -97,10 +101,20 @@ class TrainingController:
     # -- jobs ------------------------------------------------------------------------------------------
 
     async def submit(
-        self, query: LogQuery, *, request: dict[str, Any], requested_by: str, origin: Origin | None = None
+        self,
+        query: LogQuery,
+        *,
+        request: dict[str, Any],
+        requested_by: str,
+        origin: Origin | None = None,
+        model: str = "nulog",
+        parameters: dict[str, Any] | None = None,
     ) -> Submitted:
-        """Queue a training of the logs that match `query`, or return the job an earlier copy of it made."""
-        record, new = await self._intake.submit(query, request=request, requested_by=requested_by, origin=origin)
+        """Queue a training of `model` on the logs that match `query`, or return the job an earlier copy of
+        the same request made; raises InvalidRequest for an unknown model or parameters it refuses."""
+        record, new = await self._intake.submit(
+            query, request=request, requested_by=requested_by, origin=origin, model=model, parameters=parameters
+        )
         if new:
             self._runner.wake()
         return Submitted(record, self._book.index.queue_position(record.job_id), new)
@@ -136,6 +150,10 @@ class TrainingController:
         else:
             log.info("job %s cancelled while queued", job_id)
         return record
+
+    def trainers(self) -> Catalogue:
+        """The model types this controller trains, and their parameters."""
+        return self._catalogue
 
     # -- models ----------------------------------------------------------------------------------------
 

@@ -17,9 +17,10 @@ from typing import Any
 
 from training_controller.config import TrainingSettings
 from training_controller.core.book import JobBook
-from training_controller.core.jobs import JobRecord, TrainingParameters, epoch_seconds
+from training_controller.core.jobs import JobRecord, epoch_seconds
 from training_controller.core.ports import StateStore
 from training_controller.core.queries import LogQuery
+from training_controller.core.trainers import Catalogue
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +46,27 @@ def request_hash(payload: dict[str, Any]) -> str:
 class Intake:
     """Turns requests into queued job records."""
 
-    def __init__(self, book: JobBook, state: StateStore, training: TrainingSettings) -> None:
+    def __init__(self, book: JobBook, state: StateStore, training: TrainingSettings, catalogue: Catalogue) -> None:
         self._book = book
         self._state = state
         self._training = training
-
-    def default_parameters(self) -> TrainingParameters:
-        t = self._training
-        return TrainingParameters(
-            epochs=t.epochs, seed=t.seed, max_lines=t.max_lines, device=t.device, window_seconds=t.window_seconds
-        )
+        self._catalogue = catalogue
 
     async def submit(
-        self, query: LogQuery, *, request: dict[str, Any], requested_by: str, origin: Origin | None = None
+        self,
+        query: LogQuery,
+        *,
+        request: dict[str, Any],
+        requested_by: str,
+        origin: Origin | None = None,
+        model: str = "nulog",
+        parameters: dict[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
-        """The job for this request, and whether it is new (False: an earlier copy made it)."""
+        """The job for this request, and whether it is new (False: an earlier copy made it).
+
+        Raises InvalidRequest for a model type the catalogue does not know or parameters its schema refuses.
+        """
+        in_force = self._catalogue.get(model).resolve(parameters, model=model)
         if self._training.max_documents and not query.max_documents:
             query = query.model_copy(update={"max_documents": self._training.max_documents})
         async with self._book.lock:
@@ -71,7 +78,9 @@ class Intake:
                 request=request,
                 query=query,
                 requested_by=requested_by,
-                parameters=self.default_parameters(),
+                model=model,
+                parameters=in_force,
+                window_seconds=self._training.window_seconds,
                 msg_id=origin.msg_id if origin else None,
                 request_hash=origin.request_hash if origin else "",
                 stream_seq=origin.stream_seq if origin else None,

@@ -71,14 +71,19 @@ class PhaseChange(_Value):
     message: str
 
 
-class TrainingParameters(_Value):
-    """The settings a job trains with, fixed when it is queued."""
+# The trainer's parameters in force, fixed when the job is queued and checked against the trainer
+# catalogue's schema for its model type (core/trainers.py): name -> a JSON scalar.
+Parameters = dict[str, int | float | str | bool | None]
 
-    epochs: int = Field(ge=1)
-    seed: int = Field(ge=0)
-    max_lines: int | None = Field(default=None, ge=1)
-    device: str = "auto"
-    window_seconds: int = Field(default=60, ge=1)
+
+class WorkerInfo(_Value):
+    """One worker process of a training, as the launcher last saw it."""
+
+    index: int = Field(ge=0, description="The worker's rank; 0 is the master.")
+    role: str
+    name: str = Field(description="Its pod, or its local process id.")
+    state: str
+    message: str = ""
 
 
 class TrainingData(_Value):
@@ -113,7 +118,9 @@ class JobRecord(_Value):
     request: dict[str, Any] = Field(default_factory=dict, description="The request as it was received.")
     query: LogQuery | None = Field(default=None, description="The log query the request became.")
     requested_by: str = ""
-    parameters: TrainingParameters | None = None
+    parameters: Parameters = Field(default_factory=dict, description="The trainer's parameters in force.")
+    window_seconds: int = Field(default=60, ge=1, description="Width of a training-data window.")
+    workers: tuple[WorkerInfo, ...] = Field(default=(), description="The training's worker processes.")
     log_count: int | None = Field(default=None, ge=0)
     train_data_version_hash: str | None = None
     training_data: TrainingData | None = None
@@ -136,7 +143,7 @@ class JobRecord(_Value):
     finished_at: str | None = None
     history: tuple[PhaseChange, ...] = ()
 
-    @field_validator("query", "parameters", "training_data", "artifacts", "progress", mode="before")
+    @field_validator("query", "training_data", "artifacts", "progress", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         # Records written before these fields were typed stored `{}` for "nothing yet".

@@ -98,12 +98,13 @@ class JobSpec:
     gpus_per_worker: int | None = None  # None: the launcher's default (TRAIN_GPU_COUNT); 0: no GPU
     image: str | None = None  # the trainer's image on Kubernetes; None: the launcher's default
     entrypoint: tuple[str, ...] | None = None  # the trainer's command before its arguments; None: python -m nulog.job
+    extra_args: tuple[str, ...] = ()  # the trainer's own parameters, as `--name value`
 
     def command(self, python: str) -> list[str]:
         """The trainer's command line with this interpreter (`python` in the training image)."""
         if self.entrypoint is not None:
-            return [*self.entrypoint, *self.args.to_argv()]
-        return self.args.command(python)
+            return [*self.entrypoint, *self.args.to_argv(), *self.extra_args]
+        return [*self.args.command(python), *self.extra_args]
 
 
 @dataclass(frozen=True)

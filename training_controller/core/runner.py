@@ -52,7 +52,14 @@ from training_controller.core.errors import (
 from training_controller.core.export import ExportResult
 from training_controller.core.gateway import Gateway
 from training_controller.core.gpu import GpuArbiter
-from training_controller.core.jobs import Artifacts, JobPhase, JobRecord, TrainingData, epoch_seconds
+from training_controller.core.jobs import (
+    Artifacts,
+    JobPhase,
+    JobRecord,
+    TrainingData,
+    WorkerInfo,
+    epoch_seconds,
+)
 from training_controller.core.ports import (
     Events,
     Finished,
@@ -68,6 +75,7 @@ from training_controller.core.ports import (
 from training_controller.core.queries import LogQuery
 from training_controller.core.retry import Backoff, retry_forever
 from training_controller.core.tasks import cancel_and_wait
+from training_controller.core.trainers import WORKERS, Catalogue, TrainerSpec
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +124,7 @@ class JobRunner:
         gateway: Gateway,
         training: TrainingSettings,
         buckets: StoreSettings,
+        catalogue: Catalogue,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._book = book
@@ -129,6 +138,7 @@ class JobRunner:
         self._models_bucket = buckets.models_bucket
         self._archive_bucket = buckets.archive_bucket
         self._training_bucket = buckets.training_bucket
+        self._catalogue = catalogue
         self._clock = clock
         self._backoff = Backoff(maximum=training.retry_max_seconds)
         # State writes are cheap and NATS comes back quickly: look again often.
@@ -269,12 +279,9 @@ class JobRunner:
         await self._advance(record, JobPhase.EXPORTING, "exporting logs")
 
     async def _export(self, record: JobRecord) -> None:
-        assert record.query is not None and record.parameters is not None
+        assert record.query is not None
         result = await self._exporter.export(
-            record.query,
-            job_id=record.job_id,
-            bucket=self._training_bucket,
-            window_seconds=record.parameters.window_seconds,
+            record.query, job_id=record.job_id, bucket=self._training_bucket, window_seconds=record.window_seconds
         )
         self._beat()
         await self._advance(
@@ -288,7 +295,7 @@ class JobRunner:
 
     async def _launch(self, record: JobRecord) -> None:
         job_id = record.job_id
-        if not record.gpu_held:
+        if not record.gpu_held and self._trainer(record).gpus > 0:
             await self._gpu.wait_until_external_free()
             record = await self._persist(job_id, lambda r: r.evolve(gpu_held=True), "record its GPU claim")
             self._gpu.hold(job_id)
@@ -301,19 +308,32 @@ class JobRunner:
             await self._launcher.launch(self._spec(record))
         await self._advance(record, JobPhase.RUNNING, "training")
 
+    def _trainer(self, record: JobRecord) -> TrainerSpec:
+        return self._catalogue.get(record.model)
+
     def _spec(self, record: JobRecord) -> JobSpec:
-        assert record.training_data is not None and record.parameters is not None
-        p = record.parameters
+        """The launcher's spec: the contract's arguments from the parameters in force; a parameter the
+        contract has no argument for goes to the trainer as `--<name> <value>`."""
+        assert record.training_data is not None
+        trainer = self._trainer(record)
+        params = {k: v for k, v in record.parameters.items() if v is not None and k != WORKERS}
+        known = {k: v for k, v in params.items() if k in JobArgs.model_fields}
         args = JobArgs(
             job_id=record.job_id,
             data=(self._store.uri(record.training_data.bucket, record.training_data.data),),
             output=self._store.uri(self._archive_bucket, record.job_id),
-            epochs=p.epochs,
-            seed=p.seed,
-            device=p.device,
-            max_lines=p.max_lines,
+            **known,
         )
-        return JobSpec(job_id=record.job_id, args=args)
+        extra = tuple(a for k, v in params.items() if k not in known for a in (f"--{k.replace('_', '-')}", str(v)))
+        return JobSpec(
+            job_id=record.job_id,
+            args=args,
+            workers=int(record.parameters.get(WORKERS) or 1),
+            gpus_per_worker=trainer.gpus,
+            image=trainer.image,
+            entrypoint=trainer.command,
+            extra_args=extra,
+        )
 
     async def _follow(self, record: JobRecord) -> None:
         """Relay the trainer's events until it ends, then record how it ended."""
@@ -334,7 +354,10 @@ class JobRunner:
                 if not event.succeeded:
                     raise TrainingFailed(f"training failed: {event.message or 'the job ended without a model'}")
                 return
-            if isinstance(event, StillRunning | WorkerState):
+            if isinstance(event, StillRunning):
+                continue
+            if isinstance(event, WorkerState):
+                await self._save_worker(job_id, event)
                 continue
             await self._tell(job_id, event)
             if isinstance(event, TrainerOutput) and isinstance(event.event, ProgressEvent):
@@ -352,6 +375,13 @@ class JobRunner:
         missing = [f for f in (MODEL_FILE, VOCAB_FILE) if not await self._store.exists(archive, f"{job_id}/{f}")]
         if missing:
             raise TrainingFailed(f"the training job ended without writing {', '.join(missing)}")
+        if not self._trainer(record).publishes_model:
+            artifacts = Artifacts(
+                bucket=archive, model=f"{job_id}/{MODEL_FILE}", vocab=f"{job_id}/{VOCAB_FILE}",
+                metrics=f"{job_id}/{METRICS_FILE}", latest_bucket="", latest_model="", latest_vocab="",
+            )
+            await self._advance(record, JobPhase.SUCCEEDED, "model trained and archived", artifacts=artifacts)
+            return
         await self._put_current(job_id)
         artifacts = Artifacts(
             bucket=archive,
@@ -408,7 +438,7 @@ class JobRunner:
         if record.trainer_may_run:
             await self._stop_trainer(job_id)
             record = await self._persist(job_id, lambda r: r.evolve(trainer_may_run=False), "record its trainer stopped")
-        if record.phase is JobPhase.SUCCEEDED and not record.announced:
+        if record.phase is JobPhase.SUCCEEDED and not record.announced and self._trainer(record).publishes_model:
             finished = record
             await retry_forever(
                 lambda: self._gateway.model_trained(finished),
@@ -487,6 +517,20 @@ class JobRunner:
         if self._progress_missed:
             log.info("job %s: progress saved again", job_id)
         self._progress_missed = False
+
+    async def _save_worker(self, job_id: str, state: WorkerState) -> None:
+        """Record how one worker stands; one try, like progress."""
+        info = WorkerInfo(index=state.index, role=state.role, name=state.name, state=state.state, message=state.message)
+
+        def put(r: JobRecord) -> JobRecord:
+            workers = {w.index: w for w in r.workers}
+            workers[info.index] = info
+            return r.evolve(workers=tuple(workers[i] for i in sorted(workers)))
+
+        try:
+            await self._book.update(job_id, put)
+        except TemporaryError as e:
+            log.warning("job %s: worker %d's state not saved: %s", job_id, state.index, e)
 
     async def _tell(self, job_id: str, update: PhaseUpdate | TrainerOutput | LogLine) -> None:
         """Publish a phase, event or log line on training_logs.<job>; one try."""
