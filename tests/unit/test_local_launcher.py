@@ -23,6 +23,7 @@ from training_controller.core.ports import (
     LogLine,
     StillRunning,
     TrainerOutput,
+    WorkerState,
 )
 
 PROGRESS_1 = {"event": "progress", "epoch": 1, "epochs": 1, "step": 1, "steps": 2, "loss": 0.5, "percent": 50,
@@ -409,3 +410,63 @@ async def test_a_trainer_whose_wrapper_was_killed_alone_is_still_followed_until_
     assert isinstance(first, TrainerOutput)
     assert events[-1] == Finished(succeeded=False, message="the training process disappeared")
     assert live_members(pgid) == []
+
+
+# -- several workers ----------------------------------------------------------------------------------------
+
+RANKED = f"""#!/bin/sh
+echo "rank $RANK of $WORLD_SIZE at $MASTER_ADDR:$MASTER_PORT local $LOCAL_RANK" >&2
+if [ "$RANK" = "0" ]; then echo '{json.dumps(PROGRESS_1)}'; fi
+mode=$(cat "$(dirname "$0")/mode")
+if [ "$mode" = "rank1-fails" ] && [ "$RANK" = "1" ]; then
+  echo '{{"event":"error","message":"rank 1: CUDA out of memory"}}'
+  exit 1
+fi
+if [ "$mode" = "rank1-fails" ]; then exec sleep 30; fi
+exit 0
+"""
+
+
+@pytest.fixture
+def ranked_python(tmp_path: Path) -> Path:
+    path = tmp_path / "bin" / "ranked-python"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(RANKED)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+async def test_a_job_with_two_workers_runs_two_ranks_with_the_rendezvous_variables(jobs_dir: Path, ranked_python: Path):
+    _mode(ranked_python, "succeed")
+    launcher = LocalLauncher(jobs_dir, python=str(ranked_python))
+    spec = JobSpec(job_id="job-1", args=_spec().args, workers=2)
+
+    await launcher.launch(spec)
+    events = await _events(launcher, "job-1")
+
+    port = json.loads((jobs_dir / "job-1" / "spec.json").read_text())["master_port"]
+    assert (jobs_dir / "job-1" / "stderr.log").read_text() == f"rank 0 of 2 at 127.0.0.1:{port} local 0\n"
+    assert (jobs_dir / "job-1" / "rank-1" / "stderr.log").read_text() == f"rank 1 of 2 at 127.0.0.1:{port} local 1\n"
+    assert [e for e in events if isinstance(e, TrainerOutput)] == [TrainerOutput(ProgressEvent(**PROGRESS_1))]
+    workers = [e for e in events if isinstance(e, WorkerState)]
+    assert {(w.index, w.role) for w in workers} == {(0, "master"), (1, "worker")}
+    assert {w.index for w in workers if w.state == "succeeded"} == {0, 1}
+    assert events[-1] == Finished(succeeded=True, message="exit code 0")
+    assert [j.state for j in await LocalLauncher(jobs_dir).list_jobs()] == ["succeeded"]
+
+
+async def test_one_failed_worker_stops_the_others_and_the_job_names_it(jobs_dir: Path, ranked_python: Path):
+    _mode(ranked_python, "rank1-fails")
+    launcher = LocalLauncher(jobs_dir, python=str(ranked_python), cancel_grace_seconds=1)
+    await launcher.launch(JobSpec(job_id="job-1", args=_spec().args, workers=3))
+
+    events = await _events(launcher, "job-1", timeout=20)
+
+    final = events[-1]
+    assert isinstance(final, Finished) and not final.succeeded
+    assert final.message.startswith("worker 1 (worker, pid ")
+    assert final.message.endswith("failed: exit code 1: rank 1: CUDA out of memory")
+    for rank in range(3):
+        worker_dir = jobs_dir / "job-1" / ("" if rank == 0 else f"rank-{rank}")
+        assert live_members(int((worker_dir / "pid").read_text())) == []  # nothing of any rank runs on
+    assert [j.state for j in await LocalLauncher(jobs_dir).list_jobs()] == ["failed"]

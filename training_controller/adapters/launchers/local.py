@@ -1,15 +1,15 @@
-"""The `local` launcher: the training job as a process on this machine.
+"""The `local` launcher: the training job as processes on this machine.
 
-It runs the same entrypoint as the container (`python -m nulog.job`, arguments from the trainer contract),
-in its own session, under a small shell wrapper that records its own pid and, at the end, the job's exit
-code in the job's directory. The job therefore outlives a controller that dies, and a restarted controller
-can still learn how it ended: the job directory, not the controller's memory, is the truth about what runs.
+It runs the same entrypoint as the container (`python -m nulog.job`, arguments from the trainer contract).
+A training with N workers is N processes, one per rank, with the rendezvous variables that `torchrun` would
+set (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); rank 0, the master, alone writes the
+artifacts and reports progress. Each worker runs in a session of its own (`local_process.WorkerProcess`),
+so the job outlives a controller that dies, and a restarted controller learns from the job's directory
+alone what runs and how it ended:
 
-    <jobs dir>/<job>/spec.json   what was launched
-                     pid         the wrapper's pid (also the process group), written by the wrapper itself
-                     events.log  the job's stdout: one trainer-contract event per line
-                     stderr.log  the job's human-readable log
-                     exit_code   written when the job has ended
+    <jobs dir>/<job>/spec.json       what was launched: the trainer's arguments, workers, the master port
+                     pid, events.log, stderr.log, exit_code    rank 0
+                     rank-<i>/...    the same files of rank i > 0
 """
 
 from __future__ import annotations
@@ -24,9 +24,19 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from nulog.objectstore import MinioConfig
-from nulog.protocol import ErrorEvent
+from nulog.protocol import (
+    LOCAL_RANK_VAR,
+    MASTER_ADDR_VAR,
+    MASTER_PORT_VAR,
+    RANK_VAR,
+    WORLD_SIZE_VAR,
+    ErrorEvent,
+    parse_event,
+)
+from training_controller.adapters.launchers.local_process import WorkerProcess, read_from, terminate
 from training_controller.adapters.launchers.output import parse_line
 from training_controller.core.errors import LauncherUnavailable
 from training_controller.core.ports import (
@@ -38,41 +48,39 @@ from training_controller.core.ports import (
     LauncherEvent,
     StillRunning,
     TrainerOutput,
+    WorkerState,
 )
+from training_controller.natsserver import free_port
 
 log = logging.getLogger(__name__)
 
-# Records its pid, runs the job, then records its exit code atomically; "$@" keeps every argument as it is.
-_WRAPPER = (
-    'cd "$0" && echo $$ > pid.tmp && mv pid.tmp pid && "$@" > events.log 2> stderr.log; '
-    "echo $? > exit_code.tmp && mv exit_code.tmp exit_code"
-)
 POLL_SECONDS = 0.2
-PID_WAIT_SECONDS = 5.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def terminate_jobs(jobs_dir: Path, *, sig: int = signal.SIGTERM) -> list[str]:
     """Signal every job under `jobs_dir` that still runs; returns their ids (used by the demo's clean-up)."""
     signalled = []
-    for pid_file in sorted(jobs_dir.glob("*/pid")):
-        if (pid_file.parent / "exit_code").exists():
-            continue
-        try:
-            os.killpg(int(pid_file.read_text()), sig)
-            signalled.append(pid_file.parent.name)
-        except (ProcessLookupError, ValueError, PermissionError):
-            pass
+    for job_dir in sorted(p for p in jobs_dir.glob("*") if p.is_dir()):
+        hit = False
+        for worker in _workers(job_dir):
+            pgid = worker.pid()
+            if pgid is not None and worker.exit_code() is None and terminate(pgid, sig):
+                hit = True
+        if hit:
+            signalled.append(job_dir.name)
     return signalled
+
+
+def _spec_of(job_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((job_dir / "spec.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _workers(job_dir: Path, count: int | None = None) -> list[WorkerProcess]:
+    n = count if count is not None else int(_spec_of(job_dir).get("workers", 1))
+    return [WorkerProcess(job_dir if i == 0 else job_dir / f"rank-{i}", index=i) for i in range(max(1, n))]
 
 
 class LocalLauncher(Launcher):
@@ -96,7 +104,7 @@ class LocalLauncher(Launcher):
         if minio is not None and self.env is not None:
             self.env.update({**minio.public_env(), **minio.secret_env()})
         self.cancel_grace_seconds = cancel_grace_seconds
-        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._started: dict[str, list[WorkerProcess]] = {}  # the workers this controller started, to reap
 
     def _dir(self, job_id: str) -> Path:
         return self.jobs_dir / job_id
@@ -109,135 +117,131 @@ class LocalLauncher(Launcher):
         if job_dir.exists():
             # A launch that died before its process recorded itself: nothing of it runs.
             await asyncio.to_thread(shutil.rmtree, job_dir, True)
+        n = spec.workers
+        described = {**spec.args.model_dump(mode="json"), "workers": n}
+        if n > 1:
+            described["master_port"] = free_port()
+        workers = _workers(job_dir, n)
         try:
             job_dir.mkdir(parents=True)
-            (job_dir / "spec.json").write_text(json.dumps(spec.args.model_dump(mode="json"), indent=2))
-            process = await asyncio.create_subprocess_exec(
-                "/bin/sh", "-c", _WRAPPER, str(job_dir), *spec.command(self.python),
-                stdin=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-                env=self.env,
-            )
+            (job_dir / "spec.json").write_text(json.dumps(described, indent=2))
+            command = spec.command(self.python)
+            # The others first: the master's pid file is what says "launched".
+            for worker in reversed(workers):
+                await worker.start(command, self._env(worker.index, n, described.get("master_port")))
         except OSError as e:
             raise LauncherUnavailable(f"cannot start job {spec.job_id}: {e}") from e
-        self._processes[spec.job_id] = process  # reaped by events(); keeps no zombie around
-        # The wrapper writes its pid first thing; once it is there, a restarted controller can find the job.
-        for _ in range(int(PID_WAIT_SECONDS / 0.01)):
-            if (job_dir / "pid").exists() or process.returncode is not None:
-                break
-            await asyncio.sleep(0.01)
-        log.info("job %s: started local process %d", spec.job_id, process.pid)
+        self._started[spec.job_id] = workers
+        pids = ", ".join(str(w.process.pid) for w in workers if w.process)
+        log.info("job %s: started %d local process(es): %s", spec.job_id, n, pids)
+
+    def _env(self, rank: int, world: int, port: int | None) -> dict[str, str] | None:
+        if world == 1:
+            return self.env
+        return {
+            **(os.environ if self.env is None else self.env),
+            WORLD_SIZE_VAR: str(world), RANK_VAR: str(rank), LOCAL_RANK_VAR: str(rank),
+            MASTER_ADDR_VAR: "127.0.0.1", MASTER_PORT_VAR: str(port),
+        }
 
     async def events(self, job_id: str) -> AsyncIterator[LauncherEvent]:
         job_dir = self._dir(job_id)
-        events_log, exit_file = job_dir / "events.log", job_dir / "exit_code"
-        position = 0
-        last_error = ""
-        pending = b""
-        quiet_since = time.monotonic()
-
-        def poll(position: int) -> tuple[bool, bytes]:
-            ended = exit_file.exists()  # look before reading, so no line written before the end is missed
-            return ended, _read_from(events_log, position)
-
         if not await asyncio.to_thread(job_dir.is_dir):
             yield Finished(succeeded=False, message=f"job {job_id} was never launched here")
             return
+        workers = await asyncio.to_thread(_workers, job_dir)
+        master = workers[0]
+        position, pending, last_error = 0, b"", ""
+        states: dict[int, str] = {}
+        quiet_since = time.monotonic()
+
+        def poll(position: int) -> tuple[bool, bytes, list[str]]:
+            done = master.exit_code() is not None  # look before reading, so no line written before is missed
+            return done, read_from(master.events_log, position), [w.state() for w in workers]
+
         while True:
-            ended, chunk = await asyncio.to_thread(poll, position)
+            master_done, chunk, now = await asyncio.to_thread(poll, position)
             position += len(chunk)
             pending += chunk
             *lines, pending = pending.split(b"\n")
-            if ended and pending.strip():  # the job's last line, written without its newline
+            if master_done and pending.strip():  # the job's last line, written without its newline
                 lines.append(pending)
+                pending = b""
             for raw in lines:
                 event = parse_line(raw)
                 if isinstance(event, TrainerOutput) and isinstance(event.event, ErrorEvent):
                     last_error = event.event.message
                 quiet_since = time.monotonic()
                 yield event
-            if ended:
+            if len(workers) > 1:
+                for worker, state in zip(workers, now, strict=True):
+                    if states.get(worker.index) != state:
+                        states[worker.index] = state
+                        yield WorkerState(worker.index, worker.role, f"pid {worker.pid()}", state)
+            failed = [w for w, s in zip(workers, now, strict=True) if s == "failed"]
+            running = [w for w, s in zip(workers, now, strict=True) if s in ("running", "pending")]
+            if failed and running:
+                # One worker failed: the others would wait on it for ever. Stop them, then say who failed.
+                await self._stop(job_id, running)
+                continue
+            if not running:
                 break
-            if not await asyncio.to_thread(lambda: self._pid_alive(job_dir) or exit_file.exists()):
-                # The wrapper died without recording an exit code (killed with the machine, or by hand).
-                yield Finished(succeeded=False, message="the training process disappeared")
-                return
             if time.monotonic() - quiet_since >= STILL_RUNNING_SECONDS:
                 quiet_since = time.monotonic()
                 yield StillRunning()
             await asyncio.sleep(POLL_SECONDS)
-        code = (await asyncio.to_thread(exit_file.read_text)).strip()
-        process = self._processes.pop(job_id, None)
-        if process is not None:
-            await process.wait()
-        if code == "0":
-            yield Finished(succeeded=True, message="exit code 0")
-        else:
-            reason = last_error or await asyncio.to_thread(_tail, job_dir / "stderr.log") or "no output"
-            yield Finished(succeeded=False, message=f"exit code {code}: {reason}")
+        for worker in self._started.pop(job_id, []):
+            await worker.reap()
+        yield await asyncio.to_thread(self._outcome, workers, last_error)
 
-    def _pid_alive(self, job_dir: Path) -> bool:
-        """Whether anything of the job still runs: the wrapper, or the trainer (in the wrapper's group) even
-        when the wrapper was killed alone."""
-        try:
-            pgid = int((job_dir / "pid").read_text())
-        except (FileNotFoundError, ValueError):
-            return False
-        return self._group_alive(pgid)
+    def _outcome(self, workers: list[WorkerProcess], master_error: str) -> Finished:
+        failed = [w for w in workers if w.state() == "failed"]
+        if not failed:
+            return Finished(succeeded=True, message="exit code 0")
+        # The first to fail is the cause; the others were stopped because of it.
+        first = min(failed, key=lambda w: _ended_at(w))
+        code = first.exit_code()
+        reason = (master_error if first.index == 0 else _last_error(first)) or first.stderr_tail() or "no output"
+        what = "the training process disappeared" if code is None else f"exit code {code}: {reason}"
+        if len(workers) == 1:
+            return Finished(succeeded=False, message=what)
+        return Finished(succeeded=False, message=f"worker {first.index} ({first.role}, pid {first.pid()}) failed: {what}")
 
     async def cancel(self, job_id: str) -> None:
-        """SIGTERM to the job's process group; SIGKILL after the grace period; returns once it has ended."""
-        job_dir = self._dir(job_id)
-        try:
-            pgid = int((job_dir / "pid").read_text())
-        except (FileNotFoundError, ValueError):
-            return  # never started, or its launch died before the process recorded itself
-        if not self._group_alive(pgid):
-            return
-        self._signal(job_id, pgid, signal.SIGTERM)
+        """SIGTERM to every worker's process group; SIGKILL after the grace period; returns once all ended."""
+        workers = await asyncio.to_thread(_workers, self._dir(job_id))
+        await self._stop(job_id, [w for w in workers if w.alive()])
+        for worker in self._started.pop(job_id, []):
+            await worker.reap()
+
+    async def _stop(self, job_id: str, workers: list[WorkerProcess]) -> None:
+        for worker in workers:
+            if worker.signal(signal.SIGTERM):
+                log.info("job %s: sent SIGTERM to worker %d", job_id, worker.index)
         deadline = time.monotonic() + self.cancel_grace_seconds
-        while self._group_alive(pgid):
+        while alive := [w for w in workers if await asyncio.to_thread(w.alive)]:
             if time.monotonic() >= deadline:
                 log.warning("job %s: still running %.0fs after SIGTERM; sending SIGKILL", job_id, self.cancel_grace_seconds)
-                self._signal(job_id, pgid, signal.SIGKILL)
+                for worker in alive:
+                    worker.signal(signal.SIGKILL)
                 deadline = time.monotonic() + self.cancel_grace_seconds
             await asyncio.sleep(POLL_SECONDS)
-        process = self._processes.pop(job_id, None)
-        if process is not None:
-            await process.wait()
-
-    def _group_alive(self, pgid: int) -> bool:
-        """Whether any process of the job's group still runs; zombies waiting to be reaped do not count."""
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return _group_has_live_members(pgid) if Path("/proc/self/stat").exists() else True
-
-    def _signal(self, job_id: str, pgid: int, sig: int) -> None:
-        try:
-            os.killpg(pgid, sig)
-            log.info("job %s: sent %s to its process group", job_id, signal.Signals(sig).name)
-        except ProcessLookupError:
-            pass
 
     async def list_jobs(self) -> list[LaunchedJob]:
         def scan() -> list[LaunchedJob]:
             jobs = []
             for job_dir in sorted(p for p in self.jobs_dir.glob("*") if p.is_dir()):
-                exit_file = job_dir / "exit_code"
-                if exit_file.exists():
-                    code = exit_file.read_text().strip()
-                    state = "succeeded" if code == "0" else "failed"
-                    jobs.append(LaunchedJob(job_dir.name, state, f"exit code {code}"))
-                elif not (job_dir / "pid").exists():
+                if not (job_dir / "pid").exists():
                     continue  # a launch that never got its process going: not a job
-                elif self._pid_alive(job_dir):
+                states = [w.state() for w in _workers(job_dir)]
+                if any(s in ("running", "pending") for s in states):
                     jobs.append(LaunchedJob(job_dir.name, "running"))
+                elif all(s == "succeeded" for s in states):
+                    jobs.append(LaunchedJob(job_dir.name, "succeeded", "exit code 0"))
                 else:
-                    jobs.append(LaunchedJob(job_dir.name, "failed", "the training process disappeared"))
+                    code = WorkerProcess(job_dir).exit_code()
+                    message = f"exit code {code}" if code is not None else "the training process disappeared"
+                    jobs.append(LaunchedJob(job_dir.name, "failed", message))
             return jobs
 
         return await asyncio.to_thread(scan) if self.jobs_dir.is_dir() else []
@@ -253,33 +257,21 @@ class LocalLauncher(Launcher):
             return False
 
 
-def _group_has_live_members(pgid: int) -> bool:
-    """Whether any process of group `pgid` other than zombies is left, from /proc."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+def _ended_at(worker: WorkerProcess) -> float:
+    try:
+        return (worker.dir / "exit_code").stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
+def _last_error(worker: WorkerProcess) -> str:
+    """The message of the last error event a (non-master) worker wrote."""
+    message = ""
+    for raw in read_from(worker.events_log, 0).splitlines():
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            event = parse_event(raw)
+        except ValueError:
             continue
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            return True
-    return False
-
-
-def _read_from(path: Path, position: int) -> bytes:
-    try:
-        with path.open("rb") as f:
-            f.seek(position)
-            return f.read()
-    except FileNotFoundError:
-        return b""
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except FileNotFoundError:
-        return ""
-    return " | ".join(line.strip() for line in text[-lines:])
+        if isinstance(event, ErrorEvent):
+            message = event.message
+    return message
