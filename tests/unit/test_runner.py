@@ -337,7 +337,7 @@ async def test_a_bug_fails_the_job_and_the_worker_goes_on_with_the_next(tmp_path
     worker = asyncio.create_task(harness.controller.run())
     try:
         failed = await harness.wait_until(first.job_id, lambda r: r.phase.is_final)
-        harness.controller._runner._exporter = good
+        harness.controller._runner._c.exporter = good
         second = await harness.submit()
         done = await harness.wait_until(second.job_id, lambda r: r.phase.is_final)
     finally:

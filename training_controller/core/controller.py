@@ -26,7 +26,7 @@ from training_controller.core.jobs import JobPhase, JobRecord
 from training_controller.core.models import ModelInfo, Models
 from training_controller.core.ports import Events, GpuService, Launcher, LogSource, ObjectStore, StateStore
 from training_controller.core.queries import LogQuery
-from training_controller.core.runner import Exporter, JobRunner, RunnerStatus
+from training_controller.core.runner import Exporter, JobRunner, RunContext, RunnerStatus
 from training_controller.core.trainers import Catalogue
 
 log = logging.getLogger(__name__)
@@ -74,16 +74,10 @@ class TrainingController:
         )
         self._models = Models(book=self._book, store=store, events=events, gateway=self._gateway, buckets=buckets)
         self._runner = JobRunner(
-            book=self._book,
-            exporter=exporter,
-            launcher=launcher,
-            store=store,
-            events=events,
-            gpu=self._gpu,
-            gateway=self._gateway,
-            training=training,
-            buckets=buckets,
-            catalogue=catalogue,
+            RunContext(
+                book=self._book, exporter=exporter, launcher=launcher, store=store, events=events, gpu=self._gpu,
+                gateway=self._gateway, training=training, buckets=buckets, catalogue=catalogue,
+            )
         )
 
     async def load(self) -> None:
