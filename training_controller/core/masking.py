@@ -16,10 +16,12 @@ or `/`.
 The export masks every line of every training, so `mask_lines` computes the same result much faster (a test
 compares the two on generated, sample and random lines): the lines of a batch are joined by NUL into one
 string, so that each rule is one scan in C rather than one per line; ASCII text is scanned with ASCII
-classes, which are the same on it (but for the separators \\x1c-\\x1f); and each pattern is rewritten so that
+classes, which are the same on it (but for the separators \\x1c-\\x1f); each pattern is rewritten so that
 the regex engine can skip ahead to a character the match must hold (the `:` of a time, the `-` of a UUID),
-then looks back for the start the original pattern would have found. The rewrites are exact only because
-of how each original pattern is built; the notes beside them say why.
+then looks back for the start the original pattern would have found; and on ASCII text a batch becomes a
+string of character classes (`bytes.translate`) in which `bytes.find` jumps to the runs a long hex id or a
+duration needs. The rewrites are exact only because of how each original pattern is built; the notes
+beside them say why.
 """
 
 from __future__ import annotations
@@ -92,17 +94,36 @@ def _version_fast(text: str, start: int) -> bool:
     return (first == 0 or text[first - 1] != "/") and _PRODUCT_WHOLE.fullmatch(text, first, slash) is not None
 
 
-def _gated(pattern: re.Pattern[str], literal: str, placeholder: str) -> Pass:
-    """The pattern, run only on the lines that hold `literal`, which each of its matches holds."""
+# For the ASCII passes that look for a run of character classes: `bytes.translate` maps a whole batch to
+# class letters in one C loop, and `bytes.find` then jumps to the few places worth a regex.
+def _classes(letters: dict[str, str]) -> bytes:
+    table = bytearray(b" " * 256)
+    for chars, letter in letters.items():
+        for char in chars:
+            table[ord(char)] = ord(letter)
+    return bytes(table)
+
+
+def _gated(pattern: re.Pattern[str], literal: str, placeholder: str, *, run: str) -> Pass:
+    """The pattern, searched for only where `literal` is: from the start of the run of `run` characters
+    that ends at the literal (where any match that holds it starts) to the end of its line."""
+    classes = _classes({run: "r"})
 
     def apply(text: str) -> str:
         parts, last, pos = [], 0, 0
+        kinds: bytes | None = None
         while (found := text.find(literal, pos)) != -1:
+            if kinds is None and text.isascii():
+                kinds = text.encode("ascii").translate(classes)
             end = text.find(SEP, found)
             end = len(text) if end == -1 else end
+            if kinds is None:
+                start = text.rfind(SEP, 0, found) + 1
+            else:  # ASCII: characters are bytes, so the class string lines up with the text
+                start = kinds.rfind(b" ", 0, found) + 1
             # Within its own line (endpos ends the string as the line's end did); lookbehind still sees
-            # the character before `pos`, as it would in the line.
-            m = pattern.search(text, max(last, text.rfind(SEP, 0, found) + 1), end)
+            # the character before `start`, as it would in the line.
+            m = pattern.search(text, max(last, start), end)
             if m is None:
                 pos = end + 1
                 continue
@@ -144,6 +165,10 @@ def _substitute(pattern: re.Pattern[str], placeholder: str) -> Pass:
     return lambda text: pattern.sub(placeholder, text)
 
 
+def _substitute_as(placeholder: str) -> Callable[[re.Pattern[str]], Pass]:
+    return lambda pattern: _substitute(pattern, placeholder)
+
+
 def _reversed(pattern: re.Pattern[str], placeholder: str) -> Pass:
     """A pattern that runs over the reversed text (see the `<NUM>` pass)."""
     backwards = placeholder[::-1]
@@ -178,18 +203,79 @@ def _spelled_ascii(source: str) -> str:
     return "".join(out)
 
 
+_HEX_CLASSES = _classes({"0123456789abcdefABCDEF": "h"})
+_DURATION_CLASSES = _classes({"0123456789": "d", "numsh": "u"})  # digits, and the first letters of units
+_DIGIT = ord("d")
+_SCHEME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+.-"
+_EMAIL_LOCAL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-"
+_ASCII_WORD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _long_hex_ascii(text: str) -> str:
+    """The long-hex form of `<HEX>`: a whole word of 8 or more hex digits with a digit and a letter among them.
+
+    The original can only match a whole run of hex digits, from a word boundary to a word boundary, so the
+    runs of 8 are found in the class string and then checked.
+    """
+    classes = text.encode("ascii").translate(_HEX_CLASSES)
+    parts, last, pos = [], 0, 0
+    while (start := classes.find(b"hhhhhhhh", pos)) != -1:
+        end = classes.find(b" ", start + 8)
+        end = len(text) if end == -1 else end
+        pos = end
+        run = text[start:end]
+        bounded = not (start and text[start - 1] in _ASCII_WORD) and not (end < len(text) and text[end] in _ASCII_WORD)
+        if bounded and not run.isdigit() and not run.isalpha():
+            parts += (text[last:start], "<HEX>")
+            last = end
+    return "".join((*parts, text[last:])) if parts else text
+
+
+def _duration_ascii(pattern: re.Pattern[str]) -> Pass:
+    """`<DURATION>` from each digit that a unit's letter follows, which every match holds.
+
+    A match ends at the first unit after its number, so matches come in the order of those places; for each,
+    the original's leftmost start is the integer part of `1.5ms` when it starts a word, else `5ms`.
+    """
+
+    def apply(text: str) -> str:
+        classes = text.encode("ascii").translate(_DURATION_CLASSES)
+        parts, last, pos = [], 0, 0
+        while (digit := classes.find(b"du", pos)) != -1:
+            pos = digit + 1
+            second = digit
+            while second > last and classes[second - 1] == _DIGIT:
+                second -= 1
+            starts = [second]
+            if second - 2 >= last and text[second - 1] == "." and classes[second - 2] == _DIGIT:
+                first = second - 2
+                while first > last and classes[first - 1] == _DIGIT:
+                    first -= 1
+                starts.insert(0, first)
+            for start in starts:
+                if (m := pattern.match(text, start)) is not None:
+                    parts += (text[last:start], "<DURATION>")
+                    last = pos = m.end()
+                    break
+        return "".join((*parts, text[last:])) if parts else text
+
+    return apply
+
+
 def _passes(flags: int) -> tuple[Pass, ...]:
     """The fast form of each rule, in the order of `RULES`."""
 
     def compiled(source: str) -> re.Pattern[str]:
         return re.compile(_spelled_ascii(source) if flags & re.ASCII else source, flags)
 
+    ascii = bool(flags & re.ASCII)
     url, email = (compiled(source) for _, source in RULES[:2])
+    duration = compiled(r"\d(?<!\w\d)\d*(?:\.\d+)?(?:ns|us|µs|ms|s|m|h)\b")
 
     # `\d(?<!\w\d)` is `\b\d` that starts with a character class the engine can scan for.
     return (
-        _gated(url, "://", "<URL>"),
-        _gated(email, "@", "<EMAIL>"),
+        _gated(url, "://", "<URL>", run=_SCHEME_CHARS),
+        _gated(email, "@", "<EMAIL>", run=_EMAIL_LOCAL_CHARS),
         # From the first `-`, 8 hex digits after the start.
         _anchored(
             compiled(r"-(?<=\b[0-9a-fA-F]{8}-)[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"),
@@ -224,14 +310,16 @@ def _passes(flags: int) -> tuple[Pass, ...]:
         # `0x...` and long hex runs never overlap, so they are two scans; a long run is the whole word, and
         # its digit and its letter are looked for from its first character on.
         _substitute(compiled(r"0x(?<!\w0x)[0-9a-fA-F]+\b"), "<HEX>"),
-        _substitute(
+        _long_hex_ascii
+        if ascii
+        else _substitute(
             compiled(
                 r"[0-9a-fA-F](?<!\w[0-9a-fA-F])"
                 r"(?:(?<=\d)(?=[0-9a-fA-F]*[a-fA-F])|(?<=[a-fA-F])(?=[0-9a-fA-F]*\d))[0-9a-fA-F]{7,}\b"
             ),
             "<HEX>",
         ),
-        _substitute(compiled(r"\d(?<!\w\d)\d*(?:\.\d+)?(?:ns|us|µs|ms|s|m|h)\b"), "<DURATION>"),
+        (_duration_ascii if ascii else _substitute_as("<DURATION>"))(duration),
         # A number is a whole run of [\w.] that reads `\d+(\.\d+)?`, with the sign before it when that sign
         # follows no [\w.]: the same read from either end. Backwards, the product of a version follows its
         # slash, so the exception is a lookahead, and the scan can start at a digit.
