@@ -204,6 +204,10 @@ async def test_sample_logs_are_all_selected_by_their_hour(sample_logs: Path):
 # --- more hits than fit in memory ------------------------------------------------------------------------
 
 
+def _entries(directory: Path) -> list[Path]:
+    return list(directory.iterdir())
+
+
 @pytest.fixture
 def small_memory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Runs of 3 hits and batches of 2, with the run files in a folder of their own."""
@@ -224,7 +228,7 @@ async def test_hits_beyond_memory_come_sorted_across_files_with_ties_in_line_the
     docs = await _all(FilesLogSource(tmp_path / "logs"), _query((0, 100)))
 
     assert [d["log"] for d in docs] == ["b1", "a4", "a6", "b0", "a1", "a3", "b3", "a2", "a5", "a0", "b2"]
-    assert list(small_memory.iterdir()) == []  # the run files are gone
+    assert _entries(small_memory) == []  # the run files are gone
 
 
 async def test_time_ordered_files_beyond_memory_come_in_order(tmp_path: Path, small_memory: Path):
@@ -235,7 +239,7 @@ async def test_time_ordered_files_beyond_memory_come_in_order(tmp_path: Path, sm
     docs = await _all(source, _query((2, 15), (0, 2), max_documents=14))
 
     assert [d["timestamp"] for d in docs] == [*range(2, 15), 0]
-    assert list(small_memory.iterdir()) == []
+    assert _entries(small_memory) == []
 
 
 async def test_a_stream_closed_early_leaves_no_run_files(tmp_path: Path, small_memory: Path):
@@ -243,8 +247,8 @@ async def test_a_stream_closed_early_leaves_no_run_files(tmp_path: Path, small_m
     stream = FilesLogSource(tmp_path / "logs").stream(_query((0, 100)))
 
     first = await anext(stream)
-    assert list(small_memory.iterdir())  # runs on disk while the stream is open
+    assert _entries(small_memory)  # runs on disk while the stream is open
     await stream.aclose()
 
     assert [d["timestamp"] for d in first] == [1, 2]
-    assert list(small_memory.iterdir()) == []
+    assert _entries(small_memory) == []

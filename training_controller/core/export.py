@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import contextlib
 import gzip
 import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -38,7 +39,10 @@ log = logging.getLogger(__name__)
 DATA_FILE = "windows.jsonl.gz"
 MANIFEST_FILE = "manifest.json"
 MAX_LINES_PER_WINDOW = 10_000
-PREFETCH_BATCHES = 2  # batches fetched ahead of the masking; bounds memory with the source's batch size
+# Batches fetched ahead, and batches being masked at once: together with the source's batch size they bound
+# the export's memory, and they keep fetching, masking and writing busy at the same time.
+PREFETCH_BATCHES = 2
+MASKING_BATCHES = 2
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ class _HashingFile:
 
 
 class WindowWriter:
-    """Masks documents and writes them, grouped by time window, to a gzip JSONL file (blocking; run in a thread)."""
+    """Writes masked lines, grouped by time window, to a gzip JSONL file (blocking; run in a thread)."""
 
     def __init__(self, path: Path, *, window_ns: int) -> None:
         self._raw = path.open("wb")
@@ -105,15 +109,15 @@ class WindowWriter:
         self.count = 0
         self.windows = 0
 
-    def write_batch(self, docs: list[LogDocument]) -> None:
-        masked = mask_lines([str(doc.get("log", "")).rstrip("\n") for doc in docs])
-        for doc, line in zip(docs, masked, strict=True):
-            index = int(doc["timestamp"]) // self._window_ns
+    def write(self, stamps: list[int], lines: list[str]) -> None:
+        """Lines in time order, each with its timestamp in nanoseconds."""
+        for ts, line in zip(stamps, lines, strict=True):
+            index = ts // self._window_ns
             if index != self._index or len(self._logs) >= MAX_LINES_PER_WINDOW:
                 self._flush()
                 self._index = index
             self._logs.append(line)
-        self.count += len(docs)
+        self.count += len(lines)
 
     def _flush(self) -> None:
         if not self._logs:
@@ -139,6 +143,14 @@ class WindowWriter:
         return self._hashing.digest.hexdigest()
 
 
+MaskLines = Callable[[list[str]], Awaitable[list[str]]]
+
+
+async def mask_in_thread(lines: list[str]) -> list[str]:
+    """Masks in a worker thread of this process (which holds its GIL meanwhile)."""
+    return await asyncio.to_thread(mask_lines, lines)
+
+
 _END = object()
 
 
@@ -154,6 +166,39 @@ async def _prefetch(batches: AsyncIterator[list[LogDocument]], queue: asyncio.Qu
         await queue.put(_END)
 
 
+async def _write_windows(
+    batches: AsyncIterator[list[LogDocument]], writer: WindowWriter, mask: MaskLines
+) -> None:
+    """Masks each batch and writes it; the next batches are fetched and masked while one is written."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=PREFETCH_BATCHES)
+    prefetch = asyncio.create_task(_prefetch(batches, queue))
+    masking: collections.deque[tuple[list[int], asyncio.Future[list[str]]]] = collections.deque()
+
+    async def write_oldest() -> None:
+        stamps, masked = masking.popleft()
+        await asyncio.to_thread(writer.write, stamps, await masked)
+
+    try:
+        while (batch := await queue.get()) is not _END:
+            if isinstance(batch, Exception):
+                raise batch
+            stamps = [int(doc["timestamp"]) for doc in batch]
+            lines = [str(doc.get("log", "")).rstrip("\n") for doc in batch]
+            del batch
+            masking.append((stamps, asyncio.ensure_future(mask(lines))))
+            if len(masking) >= MASKING_BATCHES:
+                await write_oldest()
+        while masking:
+            await write_oldest()
+    finally:
+        prefetch.cancel()
+        for _, masked in masking:
+            masked.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await prefetch
+        await asyncio.gather(*(masked for _, masked in masking), return_exceptions=True)
+
+
 async def export_to_store(
     query: LogQuery,
     *,
@@ -162,22 +207,19 @@ async def export_to_store(
     store: ObjectStore,
     bucket: str,
     window_seconds: int,
+    mask: MaskLines = mask_in_thread,
 ) -> ExportResult:
-    """Stream the documents that match `query` into the store; raises NoTrainingData when none match."""
+    """Stream the documents that match `query` into the store; raises NoTrainingData when none match.
+
+    `mask` masks one batch of lines (`mask_in_thread` unless given): the process exporter's worker passes
+    one that uses a masking process beside it.
+    """
     with tempfile.TemporaryDirectory(prefix=f"export-{job_id}-") as tmp:
         path = Path(tmp) / DATA_FILE
         writer = await asyncio.to_thread(WindowWriter, path, window_ns=window_seconds * 1_000_000_000)
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=PREFETCH_BATCHES)
-        prefetch = asyncio.create_task(_prefetch(source.stream(query), queue))
         try:
-            while (item := await queue.get()) is not _END:
-                if isinstance(item, Exception):
-                    raise item
-                await asyncio.to_thread(writer.write_batch, item)
+            await _write_windows(source.stream(query), writer, mask)
         finally:
-            prefetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await prefetch
             sha = await asyncio.to_thread(writer.close)
         if writer.count == 0:
             raise NoTrainingData("no log documents match the requested time intervals and workloads")

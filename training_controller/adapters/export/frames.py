@@ -26,6 +26,8 @@ class Request:
 
     sys_path: list[str]
     log_level: int
+    nice: int  # added to the worker's niceness: the controller's own work goes first
+    mask_processes: int  # processes that mask beside the worker; 0 masks in a thread of the worker
     job: bytes
 
 
@@ -53,10 +55,12 @@ class LogLine:
 
 @dataclass(frozen=True)
 class Done:
-    """The export succeeded."""
+    """The export succeeded; with what it cost the worker (and its masking processes)."""
 
     result: ExportResult
     peak_rss_kib: int
+    masking_peak_rss_kib: int | None
+    cpu_seconds: float
 
 
 @dataclass(frozen=True)

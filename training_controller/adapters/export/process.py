@@ -82,10 +82,18 @@ class ProcessExporter(Exporter):
         source_factory: Callable[[], LogSource],
         store_factory: Callable[[], ObjectStore],
         *,
+        mask_processes: int = 1,
+        nice: int = 10,
         stop_timeout: float = 10.0,
         python: str = sys.executable,
     ) -> None:
-        """`source_factory` and `store_factory` are called in the child; they must pickle (no lambdas)."""
+        """`source_factory` and `store_factory` are called in the child; they must pickle (no lambdas).
+
+        `mask_processes` mask beside the child (0: in a thread of the child); `nice` lowers the child's
+        priority below the controller's.
+        """
+        if mask_processes < 0 or nice < 0:
+            raise ValueError("mask_processes and nice cannot be negative")
         for name, factory in (("source_factory", source_factory), ("store_factory", store_factory)):
             try:
                 pickle.loads(pickle.dumps(factory))
@@ -93,15 +101,14 @@ class ProcessExporter(Exporter):
                 raise TypeError(
                     f"{name} must pickle, e.g. functools.partial of a module-level function: {e}"
                 ) from e
-        self.source_factory = source_factory
-        self.store_factory = store_factory
-        self.stop_timeout = stop_timeout
-        self.python = python
+        self.source_factory, self.store_factory = source_factory, store_factory
+        self.mask_processes, self.nice = mask_processes, nice
+        self.stop_timeout, self.python = stop_timeout, python
 
     async def export(self, query: LogQuery, *, job_id: str, bucket: str, window_seconds: int) -> ExportResult:
         job = frames.Job(self.source_factory, self.store_factory, query, job_id, bucket, window_seconds)
         level = logging.getLogger("training_controller").getEffectiveLevel()
-        request = frames.Request(list(sys.path), level, pickle.dumps(job))
+        request = frames.Request(list(sys.path), level, self.nice, self.mask_processes, pickle.dumps(job))
         try:
             process = await asyncio.create_subprocess_exec(
                 self.python,
@@ -133,12 +140,19 @@ class ProcessExporter(Exporter):
             if isinstance(message, frames.LogLine):
                 _relay(message)
             elif isinstance(message, frames.Done):
+                masking = message.masking_peak_rss_kib
                 log.info(
-                    "job %s: export worker (pid %d) peaked at %.0f MiB",
+                    "job %s: export worker (pid %d) used %.1f CPU seconds and peaked at %.0f MiB%s",
                     job_id,
                     process.pid,
+                    message.cpu_seconds,
                     message.peak_rss_kib / 1024,
-                    extra={"worker_peak_rss_kib": message.peak_rss_kib},
+                    "" if masking is None else f" (its masking process at {masking / 1024:.0f} MiB)",
+                    extra={
+                        "worker_peak_rss_kib": message.peak_rss_kib,
+                        "masking_peak_rss_kib": masking,
+                        "worker_cpu_seconds": message.cpu_seconds,
+                    },
                 )
                 return message.result
             else:

@@ -1,8 +1,10 @@
 """The export worker: `python -m training_controller.adapters.export.worker`, started by `ProcessExporter`.
 
 It reads one request from stdin, builds its own log source and object store from the request's factories,
-runs `export_to_store` and writes the outcome to stdout (see `frames`). Its log records go to the controller
-as frames too, so they reach the controller's handlers. When stdin closes before the export is done (the
+runs `export_to_store` and writes the outcome to stdout (see `frames`). Masking, the larger part of the
+work, runs in a process beside it (`mask_processes`), so that fetching and parsing the documents and
+masking them use two cores; both run at a lower priority than the controller. Its log records go to the
+controller as frames too, so they reach the controller's handlers. When stdin closes before the export is done (the
 controller cancelled the job, or died) the export is cancelled, its cleanup runs (the point in time is
 closed, the temporary file removed) and the worker exits.
 """
@@ -11,16 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import multiprocessing
 import os
 import pickle
+import resource
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import IO, Any
 
 from training_controller.adapters.export import frames
-from training_controller.core.export import ExportResult, export_to_store
+from training_controller.core.errors import TemporaryError
+from training_controller.core.export import ExportResult, MaskLines, export_to_store, mask_in_thread
+from training_controller.core.masking import mask_lines
 
 
 def _sender(out: IO[bytes]) -> Callable[[Any], None]:
@@ -58,20 +67,55 @@ def _peak_rss_kib() -> int:
         return next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
 
 
-async def _export(job: frames.Job) -> ExportResult:
-    source = job.source_factory()
+async def _mask_in(pool: ProcessPoolExecutor, lines: list[str]) -> list[str]:
     try:
-        store = job.store_factory()
-        return await export_to_store(
-            job.query,
-            job_id=job.job_id,
-            source=source,
-            store=store,
-            bucket=job.bucket,
-            window_seconds=job.window_seconds,
-        )
-    finally:
-        await source.close()
+        return await asyncio.get_running_loop().run_in_executor(pool, mask_lines, lines)
+    except BrokenProcessPool as e:
+        raise TemporaryError(f"a masking process of the export worker died ({e}); retry later") from e
+
+
+class _Export:
+    """One export, with the masking processes it uses and what they cost."""
+
+    def __init__(self, job: frames.Job, mask_processes: int) -> None:
+        self.job = job
+        self.mask_processes = mask_processes
+        self.masking_peak_rss_kib: int | None = None
+
+    async def run(self) -> ExportResult:
+        job = self.job
+        pool = None
+        mask: MaskLines = mask_in_thread
+        if self.mask_processes:
+            # spawn: a fork of this process, which has threads, could inherit a lock held at the fork
+            spawn = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(self.mask_processes, mp_context=spawn)
+            mask = functools.partial(_mask_in, pool)
+        source = job.source_factory()
+        try:
+            result = await export_to_store(
+                job.query,
+                job_id=job.job_id,
+                source=source,
+                store=job.store_factory(),
+                bucket=job.bucket,
+                window_seconds=job.window_seconds,
+                mask=mask,
+            )
+            if pool is not None:
+                loop = asyncio.get_running_loop()
+                self.masking_peak_rss_kib = await loop.run_in_executor(pool, _peak_rss_kib)
+            return result
+        finally:
+            await source.close()
+            if pool is not None:  # waits for a batch still being masked, then for the processes to end
+                await asyncio.to_thread(pool.shutdown, cancel_futures=True)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that ended (the masking processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 async def _serve(send: Callable[[Any], None]) -> None:
@@ -80,12 +124,15 @@ async def _serve(send: Callable[[Any], None]) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin.buffer)
     request: frames.Request = await frames.read(stdin)
     sys.path[:] = request.sys_path  # where the controller found the factories' modules
+    if request.nice:
+        os.nice(request.nice)
     root = logging.getLogger()
     root.handlers[:] = [_FrameHandler(send, request.log_level)]
     root.setLevel(request.log_level)
     try:
         job: frames.Job = pickle.loads(request.job)
-        export = asyncio.create_task(_export(job))
+        work = _Export(job, request.mask_processes)
+        export = asyncio.create_task(work.run())
     except Exception as e:
         send(frames.Failed.of(e))
         return
@@ -100,7 +147,7 @@ async def _serve(send: Callable[[Any], None]) -> None:
     closed.cancel()
     error = export.exception()
     if error is None:
-        send(frames.Done(export.result(), _peak_rss_kib()))
+        send(frames.Done(export.result(), _peak_rss_kib(), work.masking_peak_rss_kib, _cpu_seconds()))
     else:
         send(frames.Failed.of(error))
 
