@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from training_controller.core.queries import Interval
+from training_controller.samples import generate_documents
 
 ES_MEDIA_TYPE = "application/vnd.elasticsearch+json;compatible-with=9"
 OS_MEDIA_TYPE = "application/json; charset=UTF-8"
@@ -125,6 +126,12 @@ def _field(doc: dict[str, Any], name: str) -> Any:
     return doc.get(name.removesuffix(".keyword"))
 
 
+def _one_field(spec: dict[str, Any], long_form: str) -> tuple[str, Any]:
+    """The field and value of a one-field query, short (`{f: v}`) or long (`{f: {long_form: v}}`)."""
+    ((name, value),) = spec.items()
+    return name, value[long_form] if isinstance(value, dict) else value
+
+
 def matches(q: dict[str, Any], doc: dict[str, Any], mapping: Mapping) -> bool:
     """The subset of the query DSL the adapters may send; anything else is refused with a 400."""
     if len(q) != 1:
@@ -148,9 +155,7 @@ def matches(q: dict[str, Any], doc: dict[str, Any], mapping: Mapping) -> bool:
                 return False
         return True
     if kind == "term":
-        ((name, value),) = spec.items()
-        if isinstance(value, dict):
-            value = value["value"]
+        name, value = _one_field(spec, "value")
         return _field(doc, name) == value
     if kind == "range":
         ((name, bounds),) = spec.items()
@@ -163,9 +168,7 @@ def matches(q: dict[str, Any], doc: dict[str, Any], mapping: Mapping) -> bool:
                 return False
         return True
     if kind == "match_phrase":
-        ((name, phrase),) = spec.items()
-        if isinstance(phrase, dict):
-            phrase = phrase["query"]
+        name, phrase = _one_field(spec, "query")
         return str(phrase).lower() in str(doc.get(name, "")).lower()
     raise QueryError("parsing_exception", f"unknown query [{kind}]")
 
@@ -211,11 +214,17 @@ class ListCorpus:
 
 
 class SyntheticCorpus:
-    """`n` documents made from their position: document i is at `start_ns + i * step_ns` (unit ns)."""
+    """`n` documents made from their position: document i is at `start_ns + i * step_ns` (unit ns).
 
-    def __init__(self, n: int, *, start_ns: int, step_ns: int) -> None:
+    Their fields and log lines are those of the sample logs (`training_controller.samples`: web access and
+    error logs, Postgres, Kubernetes control plane, Java services), drawn in turn from a pool of `pool`.
+    """
+
+    def __init__(self, n: int, *, start_ns: int, step_ns: int, pool: int = 20_000) -> None:
         self.n, self.start_ns, self.step_ns = n, start_ns, step_ns
         self.mapping = Mapping("timestamp", "ns")
+        sample = generate_documents(start_ns=start_ns, end_ns=start_ns + 3600 * S, rate_per_s=pool / 3600, seed=7)
+        self.pool = [{k: v for k, v in doc.items() if k != "timestamp"} for doc in itertools.islice(sample, pool)]
 
     def _positions(self, query: dict[str, Any]) -> range:
         lo, hi = time_range(query, self.mapping)
@@ -232,15 +241,7 @@ class SyntheticCorpus:
         out = []
         for i in range(first, min(first + size, positions.stop)):
             ts = self.start_ns + i * self.step_ns
-            doc = {
-                "timestamp": ts,
-                "log": f"GET /api/items/{i % 5000} 200 {i % 97}ms",
-                "cluster_id": "c1",
-                "namespace_name": "default",
-                "deployment": "web",
-                "anomaly_level": "Normal",
-            }
-            out.append((f"doc-{i}", doc, [ts, i]))
+            out.append((f"doc-{i}", {"timestamp": ts, **self.pool[i % len(self.pool)]}, [ts, i]))
         return out
 
 

@@ -1,18 +1,23 @@
-"""Contract tests of the Elasticsearch log source against a local server speaking the Elasticsearch 9 wire format."""
+"""Contract tests of the Elasticsearch and OpenSearch log sources against a local server that speaks each wire
+format (`search_server.py`).
+
+Most behaviour is the same for both and is tested once per backend (`backend` fixture); what only one of
+them does follows in its own section.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import gc
 import json
-import os
+import logging
 import socket
-import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,32 +35,55 @@ from tests.contract.search_server import (
     server_tls,
     window,
 )
+from training_controller.adapters.export.process import ProcessExporter
 from training_controller.adapters.logs.elasticsearch import ElasticsearchLogSource
+from training_controller.adapters.logs.opensearch import OpenSearchLogSource
 from training_controller.adapters.logs.search_query import allocate_cap, iso_to_ns, ns_to_iso
+from training_controller.adapters.logs.search_source import SearchLogSource
+from training_controller.adapters.storage.local import LocalObjectStore
 from training_controller.core.errors import PermanentError, SourceRejected, SourceUnavailable
 from training_controller.core.queries import Interval, LogQuery, Workload
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def cluster() -> AsyncIterator[Callable[..., Any]]:
-    """Start a fake Elasticsearch with some documents; returns (server, source-factory)."""
+@dataclass(frozen=True)
+class Backend:
+    """What differs between the two on the wire, as the tests see it."""
+
+    flavor: str
+    name: str
+    source: type[SearchLogSource]
+    open_pit_path: str
+    close_pit_path: str
+    tiebreaker: str  # the one the server's default version takes
+    ping_method: str
+
+    def closed_ids(self, body: dict[str, Any]) -> list[str]:
+        return [body["id"]] if self.flavor == "elasticsearch" else list(body["pit_id"])
+
+
+ELASTICSEARCH = Backend("elasticsearch", "Elasticsearch", ElasticsearchLogSource, "/logs/_pit", "/_pit", "_shard_doc", "GET")
+OPENSEARCH = Backend(
+    "opensearch", "OpenSearch", OpenSearchLogSource, "/logs/_search/point_in_time", "/_search/point_in_time", "_doc",
+    "HEAD",
+)
+
+
+async def _cluster(backend: Backend) -> AsyncIterator[Callable[..., Any]]:
     servers: list[SearchServer] = []
-    sources: list[ElasticsearchLogSource] = []
+    sources: list[SearchLogSource] = []
 
     async def start(
         docs: list[dict[str, Any]], *, mapping: Mapping | None = None, tls: Any = None, **server_options: Any
     ):
-        server = SearchServer(
-            ListCorpus(docs, mapping or Mapping()), flavor="elasticsearch", **server_options
-        )
+        server = SearchServer(ListCorpus(docs, mapping or Mapping()), flavor=backend.flavor, **server_options)
         await server.start(ssl_context=tls)
         servers.append(server)
 
-        def source(**options: Any) -> ElasticsearchLogSource:
+        def source(**options: Any) -> SearchLogSource:
             options.setdefault("retry_base_delay", 0.001)
-            src = ElasticsearchLogSource(options.pop("endpoint", server.url), **options)
+            src = backend.source(options.pop("endpoint", server.url), **options)
             sources.append(src)
             return src
 
@@ -68,8 +96,36 @@ async def cluster() -> AsyncIterator[Callable[..., Any]]:
         await server.stop()
 
 
-async def collect(source: ElasticsearchLogSource, query: LogQuery) -> list[list[dict[str, Any]]]:
+@pytest.fixture(params=[ELASTICSEARCH, OPENSEARCH], ids=lambda b: b.flavor)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return request.param
+
+
+@pytest.fixture
+async def cluster(backend: Backend) -> AsyncIterator[Callable[..., Any]]:
+    """Start a fake cluster of the backend with some documents; returns (server, source-factory)."""
+    async for start in _cluster(backend):
+        yield start
+
+
+@pytest.fixture
+async def elasticsearch() -> AsyncIterator[Callable[..., Any]]:
+    async for start in _cluster(ELASTICSEARCH):
+        yield start
+
+
+@pytest.fixture
+async def opensearch() -> AsyncIterator[Callable[..., Any]]:
+    async for start in _cluster(OPENSEARCH):
+        yield start
+
+
+async def collect(source: SearchLogSource, query: LogQuery) -> list[list[dict[str, Any]]]:
     return [batch async for batch in source.stream(query)]
+
+
+def logs(batches: list[list[dict[str, Any]]]) -> list[str]:
+    return [d["log"] for b in batches for d in b]
 
 
 # --- count -----------------------------------------------------------------------------------------------
@@ -77,14 +133,11 @@ async def collect(source: ElasticsearchLogSource, query: LogQuery) -> list[list[
 
 async def test_count_sends_the_translated_query_to_count_api_per_interval(cluster) -> None:
     server, source = await cluster(make_docs(100))
-    src = source()
-    query = LogQuery(intervals=(window(0, 10), window(50, 55)))
 
-    assert await src.count(query) == 15
+    assert await source().count(LogQuery(intervals=(window(0, 10), window(50, 55)))) == 15
 
     counts = server.of("count")
-    assert [r.path for r in counts] == ["/logs/_count", "/logs/_count"]
-    assert counts[0].method == "POST"
+    assert [(r.method, r.path) for r in counts] == [("POST", "/logs/_count")] * 2
     assert counts[0].body == {
         "query": {"bool": {"filter": [{"range": {"timestamp": {"gte": T0, "lt": T0 + 10 * S}}}]}}
     }
@@ -94,46 +147,33 @@ async def test_count_sends_the_translated_query_to_count_api_per_interval(cluste
     }
 
 
-async def test_requests_carry_the_version_9_compatibility_headers(cluster) -> None:
-    server, source = await cluster(make_docs(3))
-    await source().count(LogQuery(intervals=(window(0, 10),)))
-
-    headers = server.of("count")[0].headers
-    assert headers["accept"] == "application/vnd.elasticsearch+json; compatible-with=9"
-    assert headers["content-type"] == "application/vnd.elasticsearch+json; compatible-with=9"
-
-
 # --- stream: point in time and search_after ------------------------------------------------------------
 
 
-async def test_stream_pages_with_pit_and_search_after_then_closes_the_newest_pit(cluster) -> None:
+async def test_stream_pages_with_pit_and_search_after_then_closes_the_newest_pit(cluster, backend) -> None:
     server, source = await cluster(make_docs(10))
-    src = source(page_size=3, keep_alive="30s")
 
-    batches = await collect(src, LogQuery(intervals=(window(0, 100),)))
+    batches = await collect(source(page_size=3, keep_alive="30s"), LogQuery(intervals=(window(0, 100),)))
 
     assert [len(b) for b in batches] == [3, 3, 3, 1]
-    assert [d["log"] for b in batches for d in b] == [f"line {i}" for i in range(10)]
+    assert logs(batches) == [f"line {i}" for i in range(10)]
     (opened,) = server.of("open_pit")
-    assert opened.method == "POST" and opened.path == "/logs/_pit" and opened.query == {"keep_alive": "30s"}
+    assert (opened.method, opened.path, opened.query) == ("POST", backend.open_pit_path, {"keep_alive": "30s"})
     searches = server.of("search")
     assert [r.path for r in searches] == ["/_search"] * 4
     first = searches[0].body
-    assert first["sort"] == [{"timestamp": {"order": "asc"}}, {"_shard_doc": {"order": "asc"}}]
+    assert first["sort"] == [{"timestamp": {"order": "asc"}}, {backend.tiebreaker: {"order": "asc"}}]
     assert first["size"] == 3 and "search_after" not in first
     assert first["pit"]["keep_alive"] == "30s"
     assert first["query"] == {"bool": {"filter": [{"range": {"timestamp": {"gte": T0, "lt": T0 + 100 * S}}}]}}
     # Every page continues after the last sort values of the one before, with the newest PIT id.
-    assert [r.body["search_after"] for r in searches[1:]] == [
-        [T0 + 2 * S, 2],
-        [T0 + 5 * S, 5],
-        [T0 + 8 * S, 8],
-    ]
+    assert [r.body["search_after"] for r in searches[1:]] == [[T0 + 2 * S, 2], [T0 + 5 * S, 5], [T0 + 8 * S, 8]]
     ids = [r.body["pit"]["id"] for r in searches]
     assert len(set(ids)) == 4
     (closed,) = server.of("close_pit")
-    assert closed.method == "DELETE" and closed.path == "/_pit"
-    assert closed.body["id"] not in ids  # the id the last page answered with
+    assert (closed.method, closed.path) == ("DELETE", backend.close_pit_path)
+    (closed_id,) = backend.closed_ids(closed.body)
+    assert closed_id not in ids  # the id the last page answered with
     assert server.live_pits == set(server.closed_pits)
 
 
@@ -141,10 +181,7 @@ async def test_stream_takes_the_intervals_in_order_under_one_pit(cluster) -> Non
     server, source = await cluster(make_docs(100))
     batches = await collect(source(page_size=50), LogQuery(intervals=(window(60, 63), window(10, 12))))
 
-    assert [[d["log"] for d in b] for b in batches] == [
-        ["line 60", "line 61", "line 62"],
-        ["line 10", "line 11"],
-    ]
+    assert [[d["log"] for d in b] for b in batches] == [["line 60", "line 61", "line 62"], ["line 10", "line 11"]]
     assert len(server.of("open_pit")) == 1 and len(server.of("close_pit")) == 1
 
 
@@ -152,7 +189,7 @@ async def test_documents_reach_the_core_with_int_ns_timestamp_str_log_and_other_
     docs = make_docs(2)
     docs[1]["log"] = 12345
     docs[0]["kubernetes"] = {"pod_name": "web-1"}
-    server, source = await cluster(docs)
+    _, source = await cluster(docs)
 
     (batch,) = await collect(source(), LogQuery(intervals=(window(0, 10),)))
 
@@ -162,9 +199,7 @@ async def test_documents_reach_the_core_with_int_ns_timestamp_str_log_and_other_
 
 
 @pytest.mark.parametrize("unit", ["ms", "s", "iso"])
-async def test_timestamps_in_other_units_are_queried_in_that_unit_and_returned_in_ns(
-    cluster, unit: str
-) -> None:
+async def test_timestamps_in_other_units_are_queried_in_that_unit_and_returned_in_ns(cluster, unit: str) -> None:
     # Milliseconds apart, so the ms and iso cases show that sub-second bounds are kept.
     step = S if unit == "s" else 10**6 * 250
     docs = make_docs(8, step_ns=step, unit=unit, field="@timestamp")
@@ -176,15 +211,10 @@ async def test_timestamps_in_other_units_are_queried_in_that_unit_and_returned_i
         LogQuery(intervals=(Interval(start_ns=start, end_ns=end),)),
     )
 
-    got = [d["timestamp"] for b in batches for d in b]
-    assert got == [T0 + i * step for i in range(1, 5)]
+    assert [d["timestamp"] for b in batches for d in b] == [T0 + i * step for i in range(1, 5)]
     bounds = server.of("search")[0].body["query"]["bool"]["filter"][0]["range"]["@timestamp"]
     if unit == "iso":
-        assert bounds == {
-            "gte": ns_to_iso(start),
-            "lt": ns_to_iso(end),
-            "format": "strict_date_optional_time_nanos",
-        }
+        assert bounds == {"gte": ns_to_iso(start), "lt": ns_to_iso(end), "format": "strict_date_optional_time_nanos"}
     else:
         factor = {"ms": 10**6, "s": 10**9}[unit]
         assert bounds == {"gte": start // factor, "lt": end // factor}
@@ -231,24 +261,24 @@ async def test_pit_is_closed_when_an_abandoned_stream_is_collected(cluster) -> N
     assert len(server.of("close_pit")) == 1
 
 
-async def test_pit_is_closed_when_a_page_fails_for_good(cluster) -> None:
+async def test_pit_is_closed_when_a_page_fails_for_good(cluster, backend) -> None:
     server, source = await cluster(make_docs(10))
     server.fail("search", 503, times=10)
 
-    with pytest.raises(SourceUnavailable, match=r"Elasticsearch .* search failed after 3 tries \(503\)"):
+    with pytest.raises(SourceUnavailable, match=rf"{backend.name} .* search failed after 3 tries \(503\)"):
         await collect(source(page_size=4, max_tries=3), LogQuery(intervals=(window(0, 100),)))
 
     assert len(server.of("search")) == 3
     assert len(server.of("close_pit")) == 1 and server.live_pits == set(server.closed_pits)
 
 
-async def test_pit_is_closed_when_a_later_page_is_refused(cluster) -> None:
+async def test_pit_is_closed_when_a_later_page_is_refused(cluster, backend) -> None:
     server, source = await cluster(make_docs(10))
     stream = source(page_size=4).stream(LogQuery(intervals=(window(0, 100),)))
     first = await anext(stream)
     server.fail("search", 400)
 
-    with pytest.raises(SourceRejected, match=r"Elasticsearch refused search \(400\): parsing_exception"):
+    with pytest.raises(SourceRejected, match=rf"{backend.name} refused search \(400\): parsing_exception"):
         await anext(stream)
 
     assert len(first) == 4
@@ -260,34 +290,32 @@ async def test_pit_is_closed_when_a_later_page_is_refused(cluster) -> None:
 
 async def test_basic_auth_sends_the_authorization_header(cluster) -> None:
     server, source = await cluster(make_docs(3), basic_auth=("elastic", "s3cret"))
-    assert (
-        await source(username="elastic", password=SecretStr("s3cret")).count(
-            LogQuery(intervals=(window(0, 9),))
-        )
-        == 3
-    )
+
+    src = source(username="elastic", password=SecretStr("s3cret"))
+    assert await src.count(LogQuery(intervals=(window(0, 9),))) == 3
 
     expected = "Basic " + base64.b64encode(b"elastic:s3cret").decode()
     assert server.of("count")[0].headers["authorization"] == expected
 
 
-def test_credentials_are_basic_auth_or_an_api_key_never_half_of_one() -> None:
+def test_credentials_are_basic_auth_or_an_api_key_never_half_of_one(backend) -> None:
     with pytest.raises(ValueError, match="not both"):
-        ElasticsearchLogSource("http://es:9200", username="elastic", password="x", api_key="k")
+        backend.source("http://es:9200", username="elastic", password="x", api_key="k")
     with pytest.raises(ValueError, match="both a username and a password"):
-        ElasticsearchLogSource("http://es:9200", username="elastic")
+        backend.source("http://es:9200", username="elastic")
 
 
-async def test_api_key_sends_the_apikey_header(cluster) -> None:
+@pytest.mark.parametrize("key", ["a2V5aWQ6c2VjcmV0", SecretStr("a2V5aWQ6c2VjcmV0")], ids=["str", "SecretStr"])
+async def test_api_key_sends_the_apikey_header(cluster, key: str | SecretStr) -> None:
     server, source = await cluster(make_docs(3), api_key="a2V5aWQ6c2VjcmV0")
-    batches = await collect(source(api_key="a2V5aWQ6c2VjcmV0"), LogQuery(intervals=(window(0, 9),)))
+    batches = await collect(source(api_key=key), LogQuery(intervals=(window(0, 9),)))
 
     assert sum(map(len, batches)) == 3
     assert {r.headers["authorization"] for r in server.requests} == {"ApiKey a2V5aWQ6c2VjcmV0"}
 
 
 async def test_wrong_password_becomes_a_permanent_error_that_names_the_cause_not_the_password(
-    cluster,
+    cluster, backend
 ) -> None:
     server, source = await cluster(make_docs(3), basic_auth=("elastic", "right"))
 
@@ -295,7 +323,7 @@ async def test_wrong_password_becomes_a_permanent_error_that_names_the_cause_not
         await source(username="elastic", password="wr0ng-pa55").count(LogQuery(intervals=(window(0, 9),)))
 
     message = str(info.value)
-    assert "Elasticsearch refused count (401)" in message and "security_exception" in message
+    assert f"{backend.name} refused count (401)" in message and "security_exception" in message
     assert "wr0ng-pa55" not in message
     assert len(server.of("count")) == 1  # a 401 is not retried
 
@@ -341,7 +369,7 @@ async def test_backoff_grows_exponentially(cluster) -> None:
     assert len(server.of("count")) == 4
 
 
-async def test_an_unreachable_cluster_becomes_source_unavailable_without_the_password(cluster) -> None:
+async def test_an_unreachable_cluster_becomes_source_unavailable_without_the_password(cluster, backend) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -352,33 +380,16 @@ async def test_an_unreachable_cluster_becomes_source_unavailable_without_the_pas
         await src.count(LogQuery(intervals=(window(0, 9),)))
 
     message = str(info.value)
-    assert message.startswith(
-        f"Elasticsearch at http://127.0.0.1:{port}: count failed after 2 tries (no answer)"
-    )
+    assert message.startswith(f"{backend.name} at http://127.0.0.1:{port}: count failed after 2 tries (no answer)")
     assert "hunter2" not in message
     assert await src.ping() is False
 
 
-async def test_a_server_that_is_not_elasticsearch_is_refused_clearly() -> None:
-    server = SearchServer(ListCorpus(make_docs(3), Mapping()), flavor="opensearch")
-    await server.start()
-    src = ElasticsearchLogSource(server.url, retry_base_delay=0.001)
-    try:
-        with pytest.raises(SourceRejected, match="not Elasticsearch.*opensearch log source"):
-            await src.count(LogQuery(intervals=(window(0, 9),)))
-    finally:
-        await src.aclose()
-        await server.stop()
+async def test_ping_is_true_when_the_cluster_answers(cluster, backend) -> None:
+    server, source = await cluster(make_docs(1))
 
-
-async def test_responses_carry_the_product_header_the_client_requires(cluster) -> None:
-    server, source = await cluster(make_docs(3))
-    src = source()
-
-    assert await src.ping() is True
-    info = await src._client.info()
-    assert info.meta.headers["x-elastic-product"] == "Elasticsearch"
-    assert info.meta.headers["content-type"] == "application/vnd.elasticsearch+json;compatible-with=9"
+    assert await source().ping() is True
+    assert server.of("info")[0].method == backend.ping_method
 
 
 # --- query translation -----------------------------------------------------------------------------------
@@ -428,9 +439,10 @@ async def test_workload_names_are_term_values_never_query_syntax(cluster) -> Non
 
 
 async def test_exclusions_become_must_not_with_the_keyword_suffix_on_term_fields(cluster) -> None:
-    docs = make_docs(4)
+    docs = make_docs(5)
     docs[1]["anomaly_level"] = "Anomaly"
     docs[2]["log"] = "Connection Refused by upstream"
+    docs[3]["log"] = "fatal: out of memory"
     server, source = await cluster(docs)
     query = LogQuery(
         intervals=(window(0, 9),),
@@ -441,7 +453,7 @@ async def test_exclusions_become_must_not_with_the_keyword_suffix_on_term_fields
 
     batches = await collect(source(keyword_suffix=".keyword"), query)
 
-    assert [d["log"] for b in batches for d in b] == ["line 0", "line 3"]
+    assert logs(batches) == ["line 0", "line 4"]
     body = server.of("search")[0].body["query"]["bool"]
     assert body["must_not"] == [
         {"term": {"anomaly_level.keyword": {"value": "Anomaly"}}},
@@ -451,6 +463,16 @@ async def test_exclusions_become_must_not_with_the_keyword_suffix_on_term_fields
     assert body["filter"][1]["bool"]["should"] == [
         {"bool": {"filter": [{"term": {"deployment.keyword": {"value": "web"}}}]}}
     ]
+
+
+async def test_a_missing_index_is_a_permanent_error_with_the_servers_reason(cluster) -> None:
+    server, source = await cluster(make_docs(3))
+
+    with pytest.raises(
+        SourceRejected, match=r"refused count \(404\): index_not_found_exception: no such index \[other\]"
+    ):
+        await source(index="other").count(LogQuery(intervals=(window(0, 9),)))
+    assert len(server.of("count")) == 1
 
 
 # --- the cap ---------------------------------------------------------------------------------------------
@@ -473,21 +495,10 @@ async def test_cap_is_shared_across_two_intervals_in_proportion_to_their_counts(
 
     batches = await collect(source(page_size=4), query)
 
-    logs = [d["log"] for b in batches for d in b]
-    assert logs == [f"line {i}" for i in range(6)] + ["line 50", "line 51"]
+    assert logs(batches) == [f"line {i}" for i in range(6)] + ["line 50", "line 51"]
     assert len(server.of("count")) == 2
     assert [r.body["size"] for r in server.of("search")] == [4, 2, 2]
     assert len(server.of("close_pit")) == 1 and server.live_pits == set(server.closed_pits)
-
-
-async def test_a_missing_index_is_a_permanent_error_with_the_servers_reason(cluster) -> None:
-    server, source = await cluster(make_docs(3))
-
-    with pytest.raises(
-        SourceRejected, match=r"refused count \(404\): index_not_found_exception: no such index \[other\]"
-    ):
-        await source(index="other").count(LogQuery(intervals=(window(0, 9),)))
-    assert len(server.of("count")) == 1
 
 
 async def test_cap_larger_than_the_matches_streams_everything(cluster) -> None:
@@ -496,73 +507,99 @@ async def test_cap_larger_than_the_matches_streams_everything(cluster) -> None:
     assert sum(map(len, batches)) == 10
 
 
+# --- Elasticsearch only ------------------------------------------------------------------------------------
+
+
+async def test_elasticsearch_requests_carry_the_version_9_compatibility_headers(elasticsearch) -> None:
+    server, source = await elasticsearch(make_docs(3))
+    await source().count(LogQuery(intervals=(window(0, 10),)))
+
+    headers = server.of("count")[0].headers
+    assert headers["accept"] == "application/vnd.elasticsearch+json; compatible-with=9"
+    assert headers["content-type"] == "application/vnd.elasticsearch+json; compatible-with=9"
+
+
+async def test_elasticsearch_responses_carry_the_product_header_the_client_requires(elasticsearch) -> None:
+    _, source = await elasticsearch(make_docs(3))
+
+    info = await source()._client.info()
+
+    assert info.meta.headers["x-elastic-product"] == "Elasticsearch"
+    assert info.meta.headers["content-type"] == "application/vnd.elasticsearch+json;compatible-with=9"
+
+
+async def test_a_server_that_is_not_elasticsearch_is_refused_clearly(opensearch) -> None:
+    server, _ = await opensearch(make_docs(3))
+    src = ElasticsearchLogSource(server.url, retry_base_delay=0.001)
+    try:
+        with pytest.raises(SourceRejected, match="not Elasticsearch.*opensearch log source"):
+            await src.count(LogQuery(intervals=(window(0, 9),)))
+    finally:
+        await src.aclose()
+
+
+# --- OpenSearch only -------------------------------------------------------------------------------------
+
+
+async def test_opensearch_requests_carry_plain_json_headers(opensearch) -> None:
+    server, source = await opensearch(make_docs(3))
+    await source().count(LogQuery(intervals=(window(0, 10),)))
+
+    headers = server.of("count")[0].headers
+    assert headers["content-type"] == "application/json"
+    assert "compatible-with" not in headers.get("accept", "")
+
+
+async def test_opensearch_3_3_and_later_pages_with_the_shard_doc_tiebreaker(opensearch) -> None:
+    server, source = await opensearch(make_docs(5), version="3.3.0")
+    src = source(page_size=2)
+
+    assert sum(map(len, await collect(src, LogQuery(intervals=(window(0, 9),))))) == 5
+    assert sum(map(len, await collect(src, LogQuery(intervals=(window(0, 9),))))) == 5
+
+    assert {json.dumps(r.body["sort"][1]) for r in server.of("search")} == {'{"_shard_doc": {"order": "asc"}}'}
+    assert len(server.of("info")) == 1  # the version is asked once
+
+
+async def test_a_configured_opensearch_tiebreaker_is_used_without_asking_the_version(opensearch) -> None:
+    server, source = await opensearch(make_docs(5), version="3.3.0")
+    await collect(source(tiebreaker="_doc"), LogQuery(intervals=(window(0, 9),)))
+
+    assert server.of("search")[0].body["sort"][1] == {"_doc": {"order": "asc"}}
+    assert server.of("info") == []
+
+
 # --- memory ----------------------------------------------------------------------------------------------
-
-_EXPORT = textwrap.dedent("""
-    import asyncio, json, sys, tempfile, time
-    from pathlib import Path
-    from training_controller.adapters.logs.elasticsearch import ElasticsearchLogSource
-    from training_controller.adapters.storage.local import LocalObjectStore
-    from training_controller.core.export import export_training_data
-    from training_controller.core.queries import Interval, LogQuery
-
-    url, n, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-
-    async def main():
-        source = ElasticsearchLogSource(url, page_size=5000)
-        query = LogQuery(intervals=(Interval(start_ns=start, end_ns=start + n * 10**6),))
-        with tempfile.TemporaryDirectory() as root:
-            t = time.monotonic()
-            result = await export_training_data(query, job_id="mem", source=source,
-                                                store=LocalObjectStore(Path(root)), bucket="training-logs")
-            elapsed = time.monotonic() - t
-        await source.aclose()
-        # VmHWM, the peak of this process's own memory. ru_maxrss would also count the pages this process
-        # shared, between fork and exec, with its parent (pytest, holding torch by then).
-        hwm_kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-        print(json.dumps({"count": result.count, "seconds": elapsed, "peak_rss_mb": hwm_kb / 1024}))
-
-    asyncio.run(main())
-""")
 
 
 @pytest.mark.slow
-def test_exporting_a_million_documents_stays_under_300_mb() -> None:
-    n, start = 1_000_000, T0
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.contract.search_server",
-            "--documents",
-            str(n),
-            "--start-ns",
-            str(start),
-        ],
+async def test_exporting_a_million_documents_stays_under_300_mb(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    n = 1_000_000
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.contract.search_server", "--documents", str(n), "--start-ns", str(T0),
         cwd=REPO,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
-        port = server.stdout.readline().split()[1]
-        run = subprocess.run(
-            [sys.executable, "-c", _EXPORT, f"http://127.0.0.1:{port}", str(n), str(start)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=170,
+        assert server.stdout is not None
+        url = f"http://127.0.0.1:{(await server.stdout.readline()).split()[1].decode()}"
+        exporter = ProcessExporter(
+            functools.partial(ElasticsearchLogSource, url, page_size=5000),
+            functools.partial(LocalObjectStore, tmp_path),
         )
+        query = LogQuery(intervals=(Interval(start_ns=T0, end_ns=T0 + n * 10**6),))
+        with caplog.at_level(logging.INFO, logger="training_controller.adapters.export.process"):
+            result = await exporter.export(query, job_id="mem", bucket="training-logs", window_seconds=60)
     finally:
-        server.stdin.close()
-        server.wait(timeout=10)
-    assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout.strip().splitlines()[-1])
-    print(
-        f"exported {report['count']} documents in {report['seconds']:.1f}s, peak RSS {report['peak_rss_mb']:.0f} MB"
-    )
-    assert report["count"] == n
-    assert report["peak_rss_mb"] < 300
+        assert server.stdin is not None
+        server.stdin.close()  # the server serves until its stdin closes
+        await asyncio.wait_for(server.wait(), 10)
+
+    # VmHWM, each process's own peak: the worker's and its masking process's, as the worker reports them.
+    (done,) = [r for r in caplog.records if hasattr(r, "worker_peak_rss_kib")]
+    print(f"exported {result.count} documents; peak RSS worker {done.worker_peak_rss_kib / 1024:.0f} MB, "
+          f"masking {done.masking_peak_rss_kib / 1024:.0f} MB")
+    assert result.count == n
+    assert done.worker_peak_rss_kib < 300 * 1024
+    assert done.masking_peak_rss_kib < 300 * 1024
