@@ -63,6 +63,7 @@ class SlowSource(LogSource):
         return 0
 
     async def stream(self, query: LogQuery) -> AsyncIterator[list[LogDocument]]:
+        (self.directory / "policy").write_text(str(os.sched_getscheduler(0)))
         (self.directory / "pid").write_text(str(os.getpid()))
         if self.log_message:
             logging.getLogger("tests.slow_source").warning(self.log_message)
@@ -123,12 +124,17 @@ async def _wait_for(path: Path, timeout: float = 30.0) -> str:
     return await asyncio.to_thread(path.read_text)
 
 
+def _children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+
+
 def _alive(pid: int) -> bool:
+    """Whether the process still runs (a zombie, dead but not yet reaped, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 async def _gone(pid: int, timeout: float = 10.0) -> bool:
@@ -250,7 +256,25 @@ async def test_the_workers_log_records_reach_the_controllers_loggers(tmp_path: P
     assert record.levelno == logging.WARNING and record.getMessage() == "backend slow, retrying"
 
 
-# --- cancellation and death ----------------------------------------------------------------------------
+# --- priority, cancellation and death --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("idle", [True, False])
+async def test_the_worker_runs_only_when_the_cpu_has_nothing_else_to_do_unless_told_otherwise(
+    tmp_path: Path, idle: bool
+):
+    task = asyncio.create_task(
+        _process_exporter(functools.partial(SlowSource, tmp_path), tmp_path / "store", idle_priority=idle).export(
+            EVERYTHING, job_id="j1", bucket="b", window_seconds=60
+        )
+    )
+    await _wait_for(tmp_path / "pid")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    policy = int((tmp_path / "policy").read_text())
+    assert policy == (os.SCHED_IDLE if idle else os.sched_getscheduler(0))
 
 
 async def test_cancelling_the_export_stops_the_worker_promptly_and_runs_its_cleanup(tmp_path: Path):
@@ -282,11 +306,13 @@ async def test_a_worker_killed_by_the_oom_killer_becomes_a_temporary_error(tmp_p
         )
     )
     pid = int(await _wait_for(tmp_path / "pid"))
+    helpers = _children(pid)  # its masking process (and multiprocessing's resource tracker)
 
     os.kill(pid, signal.SIGKILL)
 
     with pytest.raises(TemporaryError, match=r"export worker of job j1 \(pid \d+\) was killed by SIGKILL.*OOM"):
         await asyncio.wait_for(task, 30)
+    assert helpers and all([await _gone(helper) for helper in helpers]), "a masking process outlived its worker"
 
 
 _PARENT = textwrap.dedent("""

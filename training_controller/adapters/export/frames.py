@@ -26,7 +26,7 @@ class Request:
 
     sys_path: list[str]
     log_level: int
-    nice: int  # added to the worker's niceness: the controller's own work goes first
+    idle_priority: bool  # the worker runs only when the CPU has nothing else to do
     mask_processes: int  # processes that mask beside the worker; 0 masks in a thread of the worker
     job: bytes
 

@@ -83,17 +83,18 @@ class ProcessExporter(Exporter):
         store_factory: Callable[[], ObjectStore],
         *,
         mask_processes: int = 1,
-        nice: int = 10,
+        idle_priority: bool = True,
         stop_timeout: float = 10.0,
         python: str = sys.executable,
     ) -> None:
         """`source_factory` and `store_factory` are called in the child; they must pickle (no lambdas).
 
-        `mask_processes` mask beside the child (0: in a thread of the child); `nice` lowers the child's
-        priority below the controller's.
+        `mask_processes` mask beside the child (0: in a thread of the child). With `idle_priority` the child
+        and its masking processes run only when the CPU has nothing else to do (Linux SCHED_IDLE), so that
+        the controller's event loop never waits for a CPU they hold.
         """
-        if mask_processes < 0 or nice < 0:
-            raise ValueError("mask_processes and nice cannot be negative")
+        if mask_processes < 0:
+            raise ValueError("mask_processes cannot be negative")
         for name, factory in (("source_factory", source_factory), ("store_factory", store_factory)):
             try:
                 pickle.loads(pickle.dumps(factory))
@@ -102,13 +103,13 @@ class ProcessExporter(Exporter):
                     f"{name} must pickle, e.g. functools.partial of a module-level function: {e}"
                 ) from e
         self.source_factory, self.store_factory = source_factory, store_factory
-        self.mask_processes, self.nice = mask_processes, nice
+        self.mask_processes, self.idle_priority = mask_processes, idle_priority
         self.stop_timeout, self.python = stop_timeout, python
 
     async def export(self, query: LogQuery, *, job_id: str, bucket: str, window_seconds: int) -> ExportResult:
         job = frames.Job(self.source_factory, self.store_factory, query, job_id, bucket, window_seconds)
         level = logging.getLogger("training_controller").getEffectiveLevel()
-        request = frames.Request(list(sys.path), level, self.nice, self.mask_processes, pickle.dumps(job))
+        request = frames.Request(list(sys.path), level, self.idle_priority, self.mask_processes, pickle.dumps(job))
         try:
             process = await asyncio.create_subprocess_exec(
                 self.python,

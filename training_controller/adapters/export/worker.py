@@ -3,7 +3,7 @@
 It reads one request from stdin, builds its own log source and object store from the request's factories,
 runs `export_to_store` and writes the outcome to stdout (see `frames`). Masking, the larger part of the
 work, runs in a process beside it (`mask_processes`), so that fetching and parsing the documents and
-masking them use two cores; both run at a lower priority than the controller. Its log records go to the
+masking them use two cores; both run only when the CPU has nothing else to do (see `_idle_priority`). Its log records go to the
 controller as frames too, so they reach the controller's handlers. When stdin closes before the export is done (the
 controller cancelled the job, or died) the export is cancelled, its cleanup runs (the point in time is
 closed, the temporary file removed) and the worker exits.
@@ -21,6 +21,7 @@ import pickle
 import resource
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -67,6 +68,17 @@ def _peak_rss_kib() -> int:
         return next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
 
 
+def _exit_with(worker: int) -> None:
+    """Runs in each masking process: ends it once its worker is gone (killed, say, by the OOM killer)."""
+
+    def watch() -> None:
+        while os.getppid() == worker:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-worker", daemon=True).start()
+
+
 async def _mask_in(pool: ProcessPoolExecutor, lines: list[str]) -> list[str]:
     try:
         return await asyncio.get_running_loop().run_in_executor(pool, mask_lines, lines)
@@ -89,7 +101,9 @@ class _Export:
         if self.mask_processes:
             # spawn: a fork of this process, which has threads, could inherit a lock held at the fork
             spawn = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(self.mask_processes, mp_context=spawn)
+            pool = ProcessPoolExecutor(
+                self.mask_processes, mp_context=spawn, initializer=_exit_with, initargs=(os.getpid(),)
+            )
             mask = functools.partial(_mask_in, pool)
         source = job.source_factory()
         try:
@@ -112,6 +126,18 @@ class _Export:
                 await asyncio.to_thread(pool.shutdown, cancel_futures=True)
 
 
+def _idle_priority() -> None:
+    """Run only when the CPU has nothing else to do (SCHED_IDLE; nice 19 where there is no such policy).
+
+    A CPU that runs only SCHED_IDLE work counts as idle to the scheduler: the controller's event loop is
+    put there and preempts at once when it wakes. Policy and niceness pass to the masking processes.
+    """
+    if hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:  # pragma: no cover - not Linux
+        os.nice(19)
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process and of its children that ended (the masking processes)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -124,8 +150,8 @@ async def _serve(send: Callable[[Any], None]) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin.buffer)
     request: frames.Request = await frames.read(stdin)
     sys.path[:] = request.sys_path  # where the controller found the factories' modules
-    if request.nice:
-        os.nice(request.nice)
+    if request.idle_priority:
+        _idle_priority()
     root = logging.getLogger()
     root.handlers[:] = [_FrameHandler(send, request.log_level)]
     root.setLevel(request.log_level)
