@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
+                start_new_session=True,  # scheduled apart from this process, as a cluster elsewhere would be
             )
             assert server.stdout is not None
             url = f"http://127.0.0.1:{server.stdout.readline().split()[1]}"

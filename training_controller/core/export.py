@@ -1,13 +1,15 @@
 """Export of training data: logs from the source, masked and grouped into time windows, into the store.
 
 The export streams: documents arrive in batches, are masked and written to a gzip file, and the file is
-uploaded when complete, so memory stays bounded whatever the size of the window. The next batch is fetched
-while one is masked. The file's sha256 becomes the job's `train_data_version_hash`; the gzip header carries
-no name and no time, so the same documents give the same hash.
+uploaded when complete, so memory stays bounded whatever the size of the window. Fetching, masking and
+writing overlap: the next batches are fetched and masked while one is written. The file's sha256 becomes
+the job's `train_data_version_hash`; the gzip header carries no name and no time, so the same documents
+give the same hash.
 
 `Exporter` is what the job runner calls. `InProcessExporter` masks in a worker thread of the calling
 process, which holds that process's GIL while it works (fine for tests and a laptop); the process-based
-exporter in `training_controller.adapters.export` runs the same `export_to_store` in a child process.
+exporter in `training_controller.adapters.export` runs the same `export_to_store` in a child process, with
+the masking in a process beside that.
 
 Object layout: `<training bucket>/<job>/windows.jsonl.gz`, one JSON object per window
 (`{"start_ts", "end_ts", "count", "logs"}`), and `<job>/manifest.json`.

@@ -15,6 +15,7 @@ import traceback
 from dataclasses import dataclass
 from typing import IO, Any
 
+from training_controller.core.errors import TemporaryError
 from training_controller.core.export import ExportResult
 
 _LENGTH = struct.Struct(">I")
@@ -65,7 +66,8 @@ class Done:
 
 @dataclass(frozen=True)
 class Failed:
-    """The export raised: the exception itself when it pickles, else its class, message and delay."""
+    """The export raised: the exception itself when it pickles, else its class name, message and, for a
+    TemporaryError, its delay (None for any other error)."""
 
     error: bytes | None
     type_name: str
@@ -81,7 +83,7 @@ class Failed:
             pickle.loads(error)  # an exception whose constructor wants other arguments does not come back
         except Exception:  # then the parent rebuilds what it can from the text fields
             error = None
-        delay = getattr(exc, "delay", None)
+        delay = exc.delay if isinstance(exc, TemporaryError) else None
         kind = type(exc)
         return cls(error, f"{kind.__module__}.{kind.__qualname__}", str(exc), delay, text)
 

@@ -4,7 +4,8 @@ Masking a million lines keeps a CPU busy for seconds. In the controller's proces
 and the event loop answers late while it runs (5 ms at the median, 17 ms at p99 and over 100 ms at worst,
 measured on the in-process export). In a child, the controller only waits on a pipe. The child builds its
 own log source and object store from picklable zero-argument factories (`functools.partial(builder,
-settings)`), so no client or connection crosses the process boundary; see `worker` for the child's side.
+settings)`), so no client or connection crosses the process boundary. It masks in a second process beside
+it and runs only when the CPU has nothing else to do; see `worker` for the child's side.
 
 Errors raised in the child arrive as the same classes with their messages (a TemporaryError keeps its
 delay) and the child's traceback as a note. Cancelling the task that awaits `export` closes the child's
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import pickle
 import signal
@@ -34,17 +34,6 @@ log = logging.getLogger(__name__)
 WORKER = "training_controller.adapters.export.worker"
 
 
-def _class(name: str) -> type | None:
-    module, _, qualname = name.rpartition(".")
-    try:
-        found = importlib.import_module(module)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError, ValueError):
-        return None
-    return found if isinstance(found, type) else None
-
-
 def _error(failed: frames.Failed, pid: int) -> BaseException:
     """The exception the worker raised, or the nearest ControllerError when it did not survive pickling."""
     error: BaseException | None = None
@@ -52,10 +41,11 @@ def _error(failed: frames.Failed, pid: int) -> BaseException:
         with contextlib.suppress(Exception):  # unpickling imports; if that fails, fall back as below
             error = pickle.loads(failed.error)
     if error is None:
-        kind = _class(failed.type_name)
         message = f"{failed.message} ({failed.type_name} in the export worker)"
-        temporary = issubclass(kind, TemporaryError) if kind is not None else failed.delay is not None
-        error = TemporaryError(message, delay=failed.delay or 5.0) if temporary else PermanentError(message)
+        if failed.delay is not None:
+            error = TemporaryError(message, delay=failed.delay)
+        else:
+            error = PermanentError(message)
     error.add_note(f"raised in the export worker (pid {pid}):\n{failed.traceback.rstrip()}")
     return error
 

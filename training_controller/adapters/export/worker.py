@@ -3,10 +3,10 @@
 It reads one request from stdin, builds its own log source and object store from the request's factories,
 runs `export_to_store` and writes the outcome to stdout (see `frames`). Masking, the larger part of the
 work, runs in a process beside it (`mask_processes`), so that fetching and parsing the documents and
-masking them use two cores; both run only when the CPU has nothing else to do (see `_idle_priority`). Its log records go to the
-controller as frames too, so they reach the controller's handlers. When stdin closes before the export is done (the
-controller cancelled the job, or died) the export is cancelled, its cleanup runs (the point in time is
-closed, the temporary file removed) and the worker exits.
+masking them use two cores; both run only when the CPU has nothing else to do (`_idle_priority`). Its log
+records go to the controller as frames too, so they reach the controller's handlers. When stdin closes
+before the export is done (the controller cancelled the job, or died) the export is cancelled, its cleanup
+runs (the point in time is closed, the temporary file removed) and the worker exits.
 """
 
 from __future__ import annotations
@@ -96,17 +96,22 @@ class _Export:
 
     async def run(self) -> ExportResult:
         job = self.job
-        pool = None
-        mask: MaskLines = mask_in_thread
-        if self.mask_processes:
-            # spawn: a fork of this process, which has threads, could inherit a lock held at the fork
-            spawn = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(
-                self.mask_processes, mp_context=spawn, initializer=_exit_with, initargs=(os.getpid(),)
-            )
-            mask = functools.partial(_mask_in, pool)
-        source = job.source_factory()
-        try:
+        async with contextlib.AsyncExitStack() as cleanup:  # undone in reverse: the source, then the pool
+            mask: MaskLines = mask_in_thread
+            pool = None
+            if self.mask_processes:
+                # spawn: a fork of this process, which has threads, could inherit a lock held at the fork
+                pool = ProcessPoolExecutor(
+                    self.mask_processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with,
+                    initargs=(os.getpid(),),
+                )
+                # Waits for a batch still being masked, then for the processes to end.
+                cleanup.push_async_callback(asyncio.to_thread, functools.partial(pool.shutdown, cancel_futures=True))
+                mask = functools.partial(_mask_in, pool)
+            source = job.source_factory()
+            cleanup.push_async_callback(source.close)
             result = await export_to_store(
                 job.query,
                 job_id=job.job_id,
@@ -120,10 +125,6 @@ class _Export:
                 loop = asyncio.get_running_loop()
                 self.masking_peak_rss_kib = await loop.run_in_executor(pool, _peak_rss_kib)
             return result
-        finally:
-            await source.close()
-            if pool is not None:  # waits for a batch still being masked, then for the processes to end
-                await asyncio.to_thread(pool.shutdown, cancel_futures=True)
 
 
 def _idle_priority() -> None:
