@@ -43,7 +43,7 @@ FILE_DOCUMENTS = 100_000  # one file a 100 s of logs, as a rotated log would be
 
 def write_files(directory: Path, documents: int) -> None:
     """The documents the search server serves, as JSONL files in time order (run in a process of its own)."""
-    from tests.contract.search_server import SyntheticCorpus
+    from tests.contract.search_corpus import SyntheticCorpus
 
     corpus = SyntheticCorpus(documents, start_ns=START_NS, step_ns=STEP_NS)
     directory.mkdir(parents=True, exist_ok=True)

@@ -267,7 +267,10 @@ class SearchLogSource(LogSource, abc.ABC):
         """A hit as the core wants it: `timestamp` in int nanoseconds, `log` a string, the rest as stored."""
         doc = hit.get("_source") or {}  # the page is ours: its documents are changed where they are
         try:
-            doc["timestamp"] = value_to_ns(doc[self.layout.timestamp_field], self.layout.timestamp_unit)
+            value = doc[self.layout.timestamp_field]
+            if type(value) is not int or self.layout.timestamp_unit != "ns":  # else it is as the core wants it
+                value = value_to_ns(value, self.layout.timestamp_unit)
+            doc["timestamp"] = value
             if doc.get("log") is None:
                 return None
             if not isinstance(doc["log"], str):
