@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.contract.search_backends import ELASTICSEARCH, OPENSEARCH, Backend, clusters
+from tests.contract.search.backends import ELASTICSEARCH, OPENSEARCH, Backend, clusters
 
 
 @pytest.fixture(params=[ELASTICSEARCH, OPENSEARCH], ids=lambda b: b.flavor)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tests.contract.search_backends import collect
+from tests.contract.search.backends import collect
 from tests.contract.search_corpus import make_docs, window
 from tests.contract.tls import self_signed_certificate, server_tls
 from training_controller.core.errors import PermanentError, SourceRejected, SourceUnavailable

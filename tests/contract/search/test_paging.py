@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.contract.search_backends import collect, logs
+from tests.contract.search.backends import collect, logs
 from tests.contract.search_corpus import T0, Mapping, S, make_docs, window
 from training_controller.adapters.logs.search_query import iso_to_ns, ns_to_iso
 from training_controller.core.errors import SourceRejected, SourceUnavailable

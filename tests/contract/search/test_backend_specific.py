@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract.search_backends import collect
+from tests.contract.search.backends import collect
 from tests.contract.search_corpus import T0, make_docs, window
 from training_controller.adapters.export.process import ProcessExporter
 from training_controller.adapters.logs.elasticsearch import ElasticsearchLogSource
@@ -20,7 +20,7 @@ from training_controller.adapters.storage.local import LocalObjectStore
 from training_controller.core.errors import SourceRejected
 from training_controller.core.queries import Interval, LogQuery
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 # --- Elasticsearch only ------------------------------------------------------------------------------------

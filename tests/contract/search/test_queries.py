@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.contract.search_backends import collect, logs
+from tests.contract.search.backends import collect, logs
 from tests.contract.search_corpus import make_docs, window
 from training_controller.adapters.logs.search_query import allocate_cap
 from training_controller.core.errors import SourceRejected
