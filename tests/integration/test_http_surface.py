@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -61,6 +62,7 @@ async def test_metrics_count_jobs_by_phase_and_time_requests_by_subject(service:
         record = json.loads((await nc.request("training_status", json.dumps({"job_id": reply["job_id"]}).encode(), timeout=5)).data)
         if record["phase"] == "failed":
             break
+        await asyncio.sleep(0.05)  # "at once" is some milliseconds, more on a busy machine
     await nc.request("gpu_service_inference", b"x", timeout=5)
 
     status, text = await get(service, "/metrics")

@@ -96,6 +96,23 @@ async def _check(source: Any) -> None:
     assert sum([len(b) async for b in source.stream(capped)]) == 6  # 4 of the first interval's 10, 2 of the 5
 
 
+async def _check_in_temporary_index(
+    admin: Any, source: Any, index: str, *, create: dict[str, Any], document: str
+) -> None:
+    """Fill `index` through the backend's own client (`document`: its keyword for a document), check the
+    source against it, then delete it and close both clients."""
+    try:
+        await admin.indices.create(index=index, **create)
+        for n, doc in enumerate(_docs()):
+            await admin.index(index=index, id=str(n), **{document: doc})
+        await admin.indices.refresh(index=index)
+        await _check(source)
+    finally:
+        await admin.indices.delete(index=index, ignore_unavailable=True)
+        await source.aclose()
+        await admin.close()
+
+
 @pytest.mark.live
 @pytest.mark.skipif(not os.environ.get("ELASTICSEARCH_URL"), reason="ELASTICSEARCH_URL is not set")
 async def test_elasticsearch_counts_and_streams_a_temporary_index() -> None:
@@ -112,16 +129,8 @@ async def test_elasticsearch_counts_and_streams_a_temporary_index() -> None:
         auth["api_key"] = options["api_key"]
     admin = AsyncElasticsearch(url, **auth)
     source = ElasticsearchLogSource(url, index=index, page_size=4, **options)
-    try:
-        await admin.indices.create(index=index, mappings=MAPPING, settings={"number_of_shards": 2})
-        for n, doc in enumerate(_docs()):
-            await admin.index(index=index, id=str(n), document=doc)
-        await admin.indices.refresh(index=index)
-        await _check(source)
-    finally:
-        await admin.indices.delete(index=index, ignore_unavailable=True)
-        await source.aclose()
-        await admin.close()
+    create = {"mappings": MAPPING, "settings": {"number_of_shards": 2}}
+    await _check_in_temporary_index(admin, source, index, create=create, document="document")
 
 
 @pytest.mark.live
@@ -140,15 +149,5 @@ async def test_opensearch_counts_and_streams_a_temporary_index() -> None:
         auth["http_auth"] = (options["username"], options["password"])
     admin = AsyncOpenSearch(hosts=[url], **auth)
     source = OpenSearchLogSource(url, index=index, page_size=4, **options)
-    try:
-        await admin.indices.create(
-            index=index, body={"mappings": MAPPING, "settings": {"number_of_shards": 2}}
-        )
-        for n, doc in enumerate(_docs()):
-            await admin.index(index=index, id=str(n), body=doc)
-        await admin.indices.refresh(index=index)
-        await _check(source)
-    finally:
-        await admin.indices.delete(index=index, ignore_unavailable=True)
-        await source.aclose()
-        await admin.close()
+    create = {"body": {"mappings": MAPPING, "settings": {"number_of_shards": 2}}}
+    await _check_in_temporary_index(admin, source, index, create=create, document="body")

@@ -199,3 +199,56 @@ async def test_sample_logs_are_all_selected_by_their_hour(sample_logs: Path):
     stamps = [int(d["timestamp"]) for d in docs]
     assert stamps == sorted(stamps)
     assert all(SAMPLE_END_NS - MINUTE_NS <= ts < SAMPLE_END_NS for ts in stamps)
+
+
+# --- more hits than fit in memory ------------------------------------------------------------------------
+
+
+def _entries(directory: Path) -> list[Path]:
+    return list(directory.iterdir())
+
+
+@pytest.fixture
+def small_memory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Runs of 3 hits and batches of 2, with the run files in a folder of their own."""
+    monkeypatch.setattr(files_module, "RUN", 3)
+    monkeypatch.setattr(files_module, "BATCH", 2)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(files_module.tempfile, "tempdir", str(scratch))
+    return scratch
+
+
+async def test_hits_beyond_memory_come_sorted_across_files_with_ties_in_line_then_file_order(
+    tmp_path: Path, small_memory: Path
+):
+    _write(tmp_path / "logs" / "a.jsonl", [_doc(ts, f"a{n}") for n, ts in enumerate([9, 3, 7, 3, 1, 8, 2])])
+    _write(tmp_path / "logs" / "b.jsonl", [_doc(ts, f"b{n}") for n, ts in enumerate([3, 0, 9, 5])])
+
+    docs = await _all(FilesLogSource(tmp_path / "logs"), _query((0, 100)))
+
+    assert [d["log"] for d in docs] == ["b1", "a4", "a6", "b0", "a1", "a3", "b3", "a2", "a5", "a0", "b2"]
+    assert _entries(small_memory) == []  # the run files are gone
+
+
+async def test_time_ordered_files_beyond_memory_come_in_order(tmp_path: Path, small_memory: Path):
+    _write(tmp_path / "logs" / "1.jsonl", [_doc(ts) for ts in range(0, 10)])
+    _write(tmp_path / "logs" / "2.jsonl.gz", [_doc(ts) for ts in range(10, 17)])
+    source = FilesLogSource(tmp_path / "logs")
+
+    docs = await _all(source, _query((2, 15), (0, 2), max_documents=14))
+
+    assert [d["timestamp"] for d in docs] == [*range(2, 15), 0]
+    assert _entries(small_memory) == []
+
+
+async def test_a_stream_closed_early_leaves_no_run_files(tmp_path: Path, small_memory: Path):
+    _write(tmp_path / "logs" / "a.jsonl", [_doc(ts) for ts in range(20, 0, -1)])
+    stream = FilesLogSource(tmp_path / "logs").stream(_query((0, 100)))
+
+    first = await anext(stream)
+    assert _entries(small_memory)  # runs on disk while the stream is open
+    await stream.aclose()
+
+    assert [d["timestamp"] for d in first] == [1, 2]
+    assert _entries(small_memory) == []

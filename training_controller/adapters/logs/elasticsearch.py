@@ -16,13 +16,7 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, SerializationError, TlsError, TransportError
 from elasticsearch import ApiError, AsyncElasticsearch, UnsupportedProductError
 
-from training_controller.adapters.logs.search_query import (
-    Credentials,
-    Failure,
-    SearchLogSource,
-    error_reason,
-    retryable_status,
-)
+from training_controller.adapters.logs.search_source import Credentials, Failure, SearchLogSource
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +30,7 @@ class ElasticsearchLogSource(SearchLogSource):
     def _connect(
         self, endpoint: str, auth: Credentials, *, ca_certs: str | None, verify_certs: bool, request_timeout: float
     ) -> None:
-        options: dict[str, Any] = {
-            "request_timeout": request_timeout,
-            "max_retries": 0,
-            "retry_on_status": (),
-            "retry_on_timeout": False,
-            "verify_certs": verify_certs,
-        }
+        options: dict[str, Any] = {"request_timeout": request_timeout, "verify_certs": verify_certs, **self.CLIENT_RETRIES_OFF}
         if not verify_certs:
             options["ssl_show_warn"] = False
         if ca_certs:
@@ -62,8 +50,7 @@ class ElasticsearchLogSource(SearchLogSource):
                 "header); for OpenSearch use the opensearch log source",
             )
         if isinstance(exc, ApiError):
-            status = exc.meta.status
-            return Failure(retryable_status(status), status, error_reason(exc.body, str(exc.message)))
+            return Failure.of_answer(exc.meta.status, exc.body, str(exc.message))
         if isinstance(exc, TlsError):
             return Failure(False, None, f"TLS failed ({exc}); check the CA file or the endpoint")
         if isinstance(exc, TransportConnectionError | ConnectionTimeout):

@@ -24,13 +24,7 @@ from opensearchpy.exceptions import (
     TransportError,
 )
 
-from training_controller.adapters.logs.search_query import (
-    Credentials,
-    Failure,
-    SearchLogSource,
-    error_reason,
-    retryable_status,
-)
+from training_controller.adapters.logs.search_source import Credentials, Failure, SearchLogSource
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +55,9 @@ class OpenSearchLogSource(SearchLogSource):
     ) -> None:
         options: dict[str, Any] = {
             "timeout": request_timeout,
-            "max_retries": 0,
-            "retry_on_status": (),
-            "retry_on_timeout": False,
             "verify_certs": verify_certs,
             "ssl_show_warn": verify_certs,
+            **self.CLIENT_RETRIES_OFF,
         }
         if ca_certs:
             options["ca_certs"] = ca_certs
@@ -84,9 +76,8 @@ class OpenSearchLogSource(SearchLogSource):
         if isinstance(exc, OpenSearchConnectionError):  # also ConnectionTimeout
             return Failure(True, None, f"{type(exc).__name__}: {exc.info!r}")
         if isinstance(exc, TransportError):
-            status = exc.status_code
-            if isinstance(status, int):
-                return Failure(retryable_status(status), status, error_reason(exc.info, str(exc.error)))
+            if isinstance(exc.status_code, int):
+                return Failure.of_answer(exc.status_code, exc.info, str(exc.error))
             return Failure(True, None, str(exc.error))
         if isinstance(exc, SerializationError):
             return Failure(True, None, f"unreadable answer: {exc}")
