@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,10 +18,8 @@ from training_controller.adapters.storage.local import LocalObjectStore
 from training_controller.bus import Bus
 from training_controller.config import LauncherSettings, LogSourceSettings, Settings, StoreSettings
 from training_controller.core.controller import TrainingController
-from training_controller.core.export import ExportResult, export_training_data
+from training_controller.core.export import Exporter, InProcessExporter
 from training_controller.core.ports import Events, GpuService, Launcher, LogSource, ObjectStore, StateStore
-from training_controller.core.queries import LogQuery
-from training_controller.core.runner import Exporter
 from training_controller.core.supervisor import Supervisor
 from training_controller.handlers import TRAIN_CONSUMER, TRAIN_STREAM, Handlers
 from training_controller.http import HttpSurface, Metrics
@@ -80,17 +79,17 @@ def build_launcher(settings: LauncherSettings, store: StoreSettings, *, jobs_dir
     return LocalLauncher(jobs_dir, minio=minio, cancel_grace_seconds=settings.cancel_grace_seconds)
 
 
-class SourceExporter:
-    """The export in the controller's process: from a log source into an object store."""
+def build_exporter(settings: Settings, source: LogSource, store: ObjectStore) -> Exporter:
+    """The export off the controller's GIL: a child process builds its own source and store from the same
+    settings sections, masks and windows there, and the event loop only awaits the result. With
+    EXPORT_IN_PROCESS the export runs in a thread of the controller instead (simpler to debug, not to serve)."""
+    if settings.training.export_in_process:
+        return InProcessExporter(source, store)
+    from training_controller.adapters.export.process import ProcessExporter
 
-    def __init__(self, source: LogSource, store: ObjectStore) -> None:
-        self._source = source
-        self._store = store
-
-    async def export(self, query: LogQuery, *, job_id: str, bucket: str, window_seconds: int) -> ExportResult:
-        return await export_training_data(
-            query, job_id=job_id, source=self._source, store=self._store, bucket=bucket, window_seconds=window_seconds
-        )
+    return ProcessExporter(
+        functools.partial(build_log_source, settings.logs), functools.partial(build_object_store, settings.store)
+    )
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ class Service:
                 events=given.events or NatsEvents(bus, instance=instance),
                 gpu_service=given.gpu_service
                 or NatsGpuService(bus, timeout=settings.training.gpu_service_timeout_seconds),
-                exporter=given.exporter or SourceExporter(source, store),
+                exporter=given.exporter or build_exporter(settings, source, store),
             )
             controller = TrainingController(
                 source=ports.source,

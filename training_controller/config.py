@@ -199,6 +199,10 @@ class TrainingSettings(_Section):
         default=30.0, alias="job_retention_days", gt=0, description="Ended job records older than this are forgotten."
     )
     retry_max_seconds: float = Field(default=30.0, alias="retry_max_seconds", gt=0, description="Longest retry delay.")
+    export_in_process: bool = Field(
+        default=False, alias="export_in_process",
+        description="Export in a thread of the controller instead of a child process (debugging only).",
+    )
     max_workers: int = Field(
         default=4, alias="train_max_workers", ge=1, le=256,
         description="The most worker processes one NuLog training may use (the built-in trainer's max_workers).",

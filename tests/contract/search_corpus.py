@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from training_controller.core.queries import Interval
-from training_controller.samples import generate_documents
+from training_controller.demo.samples import generate_documents
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = 1_617_037_200 * 10**9  # 2021-03-29 17:00 UTC
@@ -188,7 +188,7 @@ class ListCorpus:
 class SyntheticCorpus:
     """`n` documents made from their position: document i is at `start_ns + i * step_ns` (unit ns).
 
-    Their fields and log lines are those of the sample logs (`training_controller.samples`: web access and
+    Their fields and log lines are those of the sample logs (`training_controller.demo.samples`: web access and
     error logs, Postgres, Kubernetes control plane, Java services), drawn in turn from a pool of `pool`.
     """
 

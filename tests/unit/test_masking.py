@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training_controller.core.masking import mask, mask_lines, mask_reference
-from training_controller.samples import generate_documents
+from training_controller.demo.samples import generate_documents
 
 CASES = [
     ("connect to 10.0.0.12 failed", "connect to <IP> failed"),

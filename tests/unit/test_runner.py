@@ -30,10 +30,10 @@ from tests.unit.fakes import (
 )
 from training_controller.adapters.logs.files import FilesLogSource
 from training_controller.adapters.storage.local import LocalObjectStore
-from training_controller.bootstrap import SourceExporter
 from training_controller.config import Settings, StoreSettings, TrainingSettings
 from training_controller.core.controller import TrainingController
 from training_controller.core.errors import JobNotFound, SourceUnavailable
+from training_controller.core.export import InProcessExporter
 from training_controller.core.gateway import TRAINING_STATUS_KEY
 from training_controller.core.jobs import Artifacts, JobPhase, JobRecord, TrainingData
 from training_controller.core.masking import mask
@@ -51,7 +51,7 @@ class Harness:
         self.events = RecordingEvents()
         self.launcher = ScriptedLauncher(mode)
         self.source = FilesLogSource(tmp_path / "logs")
-        self.exporter = SourceExporter(self.source, self.store)
+        self.exporter = InProcessExporter(self.source, self.store)
         self.gpu_service = FakeGpuService()
         values = {"epochs": 2, "seed": 5, "max_lines": 1000, "device": "cpu", "progress_save_seconds": 0.0,
                   "retry_max_seconds": 0.05, **training}

@@ -19,6 +19,7 @@ from typing import Any
 from training_controller.config import StoreSettings, TrainingSettings
 from training_controller.core.book import JobBook
 from training_controller.core.errors import InvalidRequest
+from training_controller.core.export import Exporter
 from training_controller.core.gateway import Gateway, Workloads
 from training_controller.core.gpu import GpuArbiter
 from training_controller.core.intake import Intake, Origin
@@ -26,7 +27,7 @@ from training_controller.core.jobs import JobPhase, JobRecord
 from training_controller.core.models import ModelInfo, Models
 from training_controller.core.ports import Events, GpuService, Launcher, LogSource, ObjectStore, StateStore
 from training_controller.core.queries import LogQuery
-from training_controller.core.runner import Exporter, JobRunner, RunContext, RunnerStatus
+from training_controller.core.runner import JobRunner, RunContext, RunnerStatus
 from training_controller.core.trainers import Catalogue
 
 log = logging.getLogger(__name__)

@@ -11,13 +11,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from nulog.protocol import ProgressEvent
 from training_controller.config import StoreSettings, TrainingSettings
 from training_controller.core.book import JobBook
 from training_controller.core.errors import TemporaryError
-from training_controller.core.export import ExportResult
+from training_controller.core.export import Exporter
 from training_controller.core.gateway import Gateway
 from training_controller.core.gpu import GpuArbiter
 from training_controller.core.jobs import JobPhase, JobRecord, WorkerInfo
@@ -30,17 +29,10 @@ from training_controller.core.ports import (
     TrainerOutput,
     WorkerState,
 )
-from training_controller.core.queries import LogQuery
 from training_controller.core.retry import Backoff, retry_forever
 from training_controller.core.trainers import Catalogue, TrainerSpec
 
 log = logging.getLogger(__name__)
-
-
-class Exporter(Protocol):
-    """Writes the training data of a query into the store."""
-
-    async def export(self, query: LogQuery, *, job_id: str, bucket: str, window_seconds: int) -> ExportResult: ...
 
 
 @dataclass

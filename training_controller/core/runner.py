@@ -35,14 +35,14 @@ from dataclasses import dataclass, field
 
 from training_controller.core.errors import DeadlineExceeded, PermanentError, TemporaryError
 from training_controller.core.jobs import JobPhase, JobRecord, epoch_seconds
-from training_controller.core.journal import Exporter, Journal, RunContext
+from training_controller.core.journal import Journal, RunContext
 from training_controller.core.settle import Settler, unsettled
 from training_controller.core.steps import Steps
 from training_controller.core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Exporter", "JobRunner", "RunContext", "RunnerStatus"]
+__all__ = ["JobRunner", "RunContext", "RunnerStatus"]
 
 
 class _Cancelled(Exception):
