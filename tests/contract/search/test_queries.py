@@ -127,3 +127,30 @@ async def test_cap_larger_than_the_matches_streams_everything(cluster) -> None:
     _, source = await cluster(make_docs(10))
     batches = await collect(source(page_size=4), LogQuery(intervals=(window(0, 100),), max_documents=1000))
     assert sum(map(len, batches)) == 10
+
+
+# --- a search body given by the request (Opni's training query) ----------------------------------------
+
+
+async def test_a_search_body_from_the_request_runs_as_it_is_within_the_cap(cluster) -> None:
+    docs = make_docs(30)
+    for i, doc in enumerate(docs):
+        doc["deployment"] = "web" if i % 2 else "db"
+    server, source = await cluster(docs)
+    opni_query = {
+        "bool": {
+            "filter": [{"range": {"timestamp": {"gte": window(0, 20).start_ns, "lt": window(0, 20).end_ns}}}],
+            "minimum_should_match": 1,
+            "should": [{"term": {"deployment": {"value": "web"}}}],
+            "must_not": [{"match_phrase": {"log": "never there"}}],
+        }
+    }
+    query = LogQuery(intervals=(window(0, 20),), search={"query": opni_query}, max_documents=7)
+
+    batches = await collect(source(), query)
+
+    assert len(logs(batches)) == 7
+    assert {d["deployment"] for b in batches for d in b} == {"web"}
+    searches = server.of("search")
+    assert searches and all(s.body["query"] == opni_query for s in searches)  # sent as given, not rebuilt
+    assert server.of("count")[0].body["query"] == opni_query

@@ -152,9 +152,13 @@ class ProcessExporter(Exporter):
 
     async def _stop(self, process: asyncio.subprocess.Process, job_id: str) -> None:
         """Let the worker end (closing stdin stops an export still running), or kill it after stop_timeout."""
-        if process.returncode is not None:
-            return
         assert process.stdin is not None and process.stdout is not None
+        if process.returncode is not None:
+            # Ended already: close its pipes, so that nothing of it is left for the loop to clean up.
+            process.stdin.close()
+            with contextlib.suppress(Exception):  # what is left of its output is of no use now
+                await asyncio.wait_for(process.stdout.read(), 5)
+            return
         process.stdin.close()
         relay = asyncio.create_task(_relay_until_end(process.stdout))  # a full pipe would block its exit
         try:
@@ -164,8 +168,10 @@ class ProcessExporter(Exporter):
                         self.stop_timeout)
             _kill(process)
             await process.wait()
-        except asyncio.CancelledError:  # cancelled again while stopping: no more waiting
+        except asyncio.CancelledError:  # cancelled again while stopping: kill it, and wait only for that
             _kill(process)
+            with contextlib.suppress(BaseException):  # a further cancel cuts the wait short; the first goes on
+                await asyncio.wait_for(asyncio.shield(process.wait()), 2)
             raise
         finally:
             relay.cancel()

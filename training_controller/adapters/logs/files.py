@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO
 
-from training_controller.core.errors import SourceUnavailable
+from training_controller.core.errors import SourceRejected, SourceUnavailable
 from training_controller.core.ports import LogDocument, LogSource
 from training_controller.core.queries import Interval, LogQuery
 
@@ -140,7 +140,18 @@ class FilesLogSource(LogSource):
         if skipped[0] and not stop.is_set():
             log.warning("files log source: skipped %d lines that are not log documents", skipped[0])
 
+    @staticmethod
+    def _applicable(query: LogQuery) -> None:
+        """A search body is applied as far as it was understood; the rest is refused, by name."""
+        if query.search_not_understood:
+            raise SourceRejected(
+                "the files log source cannot apply this part of the search query: "
+                + "; ".join(query.search_not_understood)
+            )
+
     async def count(self, query: LogQuery) -> int:
+        self._applicable(query)
+
         def count() -> int:
             skipped = [0]
             hits = (h for interval in query.intervals for h in self._hits(query, interval, skipped, threading.Event()))
@@ -152,6 +163,7 @@ class FilesLogSource(LogSource):
         return await asyncio.to_thread(count)
 
     async def stream(self, query: LogQuery) -> AsyncIterator[list[LogDocument]]:
+        self._applicable(query)
         stop = threading.Event()
         matching = self._matching(query, stop)
         docs = matching if query.max_documents is None else itertools.islice(matching, query.max_documents)

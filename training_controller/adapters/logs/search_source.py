@@ -253,10 +253,16 @@ class SearchLogSource(LogSource, abc.ABC):
                 )
                 await asyncio.sleep(delay)
 
+    def _queries(self, query: LogQuery) -> list[dict[str, Any]]:
+        """The query DSL to run: one per interval, or the search body a request gave, as it is (Opni's
+        training query), within the same cap and the same paging."""
+        if query.search is not None:
+            return [query.search.get("query", query.search)]
+        return [interval_query(query, interval, self.layout) for interval in query.intervals]
+
     async def _interval_counts(self, query: LogQuery) -> list[int]:
         counts = []
-        for interval in query.intervals:
-            dsl = interval_query(query, interval, self.layout)
+        for dsl in self._queries(query):
             counts.append(await self._call("count", lambda dsl=dsl: self._count_request(dsl)))
         return counts
 
@@ -281,8 +287,9 @@ class SearchLogSource(LogSource, abc.ABC):
 
     async def stream(self, query: LogQuery) -> AsyncIterator[list[LogDocument]]:
         shares: list[int | None]
+        queries = self._queries(query)
         if query.max_documents is None:
-            shares = [None] * len(query.intervals)
+            shares = [None] * len(queries)
         else:
             shares = list(allocate_cap(query.max_documents, await self._interval_counts(query)))
         if all(share == 0 for share in shares):
@@ -292,8 +299,7 @@ class SearchLogSource(LogSource, abc.ABC):
         pit_id = await self._call("open point in time", self._open_pit)
         skipped = 0
         try:
-            for interval, share in zip(query.intervals, shares, strict=True):
-                dsl = interval_query(query, interval, self.layout)
+            for dsl, share in zip(queries, shares, strict=True):
                 sent = 0
                 search_after: list[Any] | None = None
                 while share is None or sent < share:
