@@ -346,6 +346,9 @@ def parse_job_log(data: bytes) -> PhaseLog | TrainerLog | LineLog:
         raise PayloadError(describe(e)) from None
 
 
+# What `nulog serve --announce-ready` prints on stdout once it answers nulog_predict; the controller's
+# embedded child is waited for on it.
+WORKER_READY_LINE = "nulog serve ready"
 MAX_PREDICT_LINES = 10_000
 MAX_PREDICT_LINE_CHARS = 20_000
 LogLineText = Annotated[str, Field(max_length=MAX_PREDICT_LINE_CHARS)]
@@ -474,6 +477,7 @@ __all__ = [
     "ModelFiles",
     "LinePrediction",
     "MAX_PREDICT_LINES",
+    "WORKER_READY_LINE",
     "ModelRef",
     "PredictError",
     "PredictReply",
