@@ -39,6 +39,7 @@ from nulog.predict import LineResult, LRUCache
 from nulog.protocol import LATEST_MODEL_FILE
 from training_controller.core.masking import mask
 from training_controller.messages import (
+    WORKER_READY_LINE,
     LinePrediction,
     ModelFiles,
     ModelReady,
@@ -46,7 +47,6 @@ from training_controller.messages import (
     PredictError,
     PredictReply,
     PredictRequest,
-    WORKER_READY_LINE,
     Subjects,
     describe,
 )

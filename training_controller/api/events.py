@@ -27,6 +27,7 @@ import nats.js.errors
 from aiohttp import web
 from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 
+from nulog.protocol import ProgressEvent
 from training_controller.api.problems import Problem
 from training_controller.bus import NATS_TEMPORARY, Bus
 from training_controller.core.jobs import JobPhase, JobRecord, epoch_seconds
@@ -38,7 +39,6 @@ from training_controller.messages import (
     TrainerLog,
     parse_job_log,
 )
-from nulog.protocol import ProgressEvent
 
 log = logging.getLogger(__name__)
 
