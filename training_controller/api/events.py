@@ -137,7 +137,7 @@ class TrainingEvents:
     ) -> web.StreamResponse:
         last_id = parse_last_event_id(request.headers.get("Last-Event-ID"))
         current = await record()  # 404 before anything is sent
-        if not self.ready and not await self.ensure():
+        if not await self.ensure():  # made again if someone deleted it; a cheap info request otherwise
             raise Problem(503, f"the training events stream ({EVENTS_STREAM}) is not available now; try again",
                           headers={"Retry-After": "2"})
         response = web.StreamResponse(
