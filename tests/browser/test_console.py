@@ -39,6 +39,17 @@ def utc_minute(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def sample_lines(logs: Path, start_ns: int, end_ns: int, count: int = 5) -> list[str]:
+    """A few distinct log lines of the trained range, as a person would copy them."""
+    lines: list[str] = []
+    for doc in iter_documents(sorted(logs.glob("*.jsonl"))):
+        if start_ns <= doc["timestamp"] < end_ns and not doc["log"].startswith("\t") and doc["log"] not in lines:
+            lines.append(doc["log"])
+        if len(lines) == count:
+            break
+    return lines
+
+
 async def test_a_person_trains_a_model_watches_it_and_parses_lines_with_it(
     start_service: StartService, sample_logs: Path, tmp_path: Path
 ) -> None:
@@ -46,12 +57,7 @@ async def test_a_person_trains_a_model_watches_it_and_parses_lines_with_it(
     service = await start_service(logs=sample_logs, api_tokens=f"person:rw:{TOKEN}")
     url = f"http://127.0.0.1:{service.http.port}/"
     start_ns, end_ns = SAMPLE_END_NS - 30 * 60 * 10**9, SAMPLE_END_NS - 26 * 60 * 10**9
-    lines = []
-    for doc in iter_documents(sorted(sample_logs.glob("*.jsonl"))):
-        if start_ns <= doc["timestamp"] < end_ns and not doc["log"].startswith("\t") and doc["log"] not in lines:
-            lines.append(doc["log"])
-        if len(lines) == 5:
-            break
+    lines = sample_lines(sample_logs, start_ns, end_ns)
 
     async with async_playwright() as p:
         browser = await p.chromium.launch_persistent_context(
