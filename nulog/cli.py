@@ -1,4 +1,4 @@
-"""The `nulog` command: train a model, extract templates, parse a LogHub file, score lines.
+"""The `nulog` command: train a model, extract templates, parse a LogHub file, score lines, serve predictions.
 
 Results go to stdout (JSON lines) or to the named output file; progress and logs go to stderr. `templates`
 and `score` stream: input is read and output written chunk by chunk. torch is imported only by the
@@ -154,6 +154,12 @@ def cmd_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from nulog.serve import main as serve_main
+
+    return serve_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nulog", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -198,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-merge", action="store_true", help="NuLog's per-line rule only (see nulog.templates)")
     common(r)
     r.set_defaults(func=cmd_parse)
+
+    v = sub.add_parser("serve", help="the inference worker: answer nulog_predict on NATS from the current model")
+    v.add_argument("--nats", default=None, help="NATS URL (default $NATS_SERVER_URL or nats://127.0.0.1:4222)")
+    v.add_argument("--store", choices=["local", "minio"], default=None, help="object store (default $OBJECT_STORE or local)")
+    v.add_argument("--local-store-dir", default=None, help="root of the local store's buckets (default $LOCAL_STORE_DIR)")
+    v.add_argument("--bucket", default=None, help="models bucket (default $S3_BUCKET or opni-nulog-models)")
+    v.add_argument("--lazy", action="store_true", help="load the model at the first request, not at start")
+    v.add_argument("--exit-with-stdin", action="store_true", help="stop when stdin closes (a parent's lifeline)")
+    v.add_argument("--announce-ready", action="store_true", help="print a line on stdout once requests are answered")
+    common(v)
+    v.set_defaults(func=cmd_serve)
     return p
 
 

@@ -22,6 +22,9 @@ from training_controller.messages import (
     ModelReady,
     ModelUpdate,
     ModelWorkloadParameters,
+    PredictError,
+    PredictReply,
+    PredictRequest,
     TrainAccepted,
     TrainModelRequest,
     TrainRequest,
@@ -40,6 +43,9 @@ MODELS: tuple[type[BaseModel], ...] = (
     JobsRequest,
     JobsPage,
     JobLog,
+    PredictRequest,
+    PredictReply,
+    PredictError,
 )
 
 
@@ -89,6 +95,9 @@ CONTRACT: list[tuple[str, str, str, dict[str, Any], list[dict[str, Any]] | None]
      [_json(description="The job record."), _json(ErrorReply)]),
     ("training_logs.{job_id}", "send", "Phase changes, trainer events (the trainer contract's stage, progress, "
      "done, error) and log lines of one job.", _json(JobLog), None),
+    ("nulog_predict", "send", "Asked of the inference worker (`nulog serve`): templates, scores and labels of log "
+     "lines from the current model; the controller's /api/v1/predict forwards here.", _json(PredictRequest),
+     [_json(PredictReply), _json(PredictError)]),
 ]
 
 

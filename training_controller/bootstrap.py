@@ -15,6 +15,7 @@ from training_controller.adapters.launchers.local import LocalLauncher
 from training_controller.adapters.logs.files import FilesLogSource
 from training_controller.adapters.state.nats_kv import NatsKVStateStore
 from training_controller.adapters.storage.local import LocalObjectStore
+from training_controller.api import Api, EmbeddedWorker
 from training_controller.bus import Bus
 from training_controller.config import LauncherSettings, LogSourceSettings, Settings, StoreSettings
 from training_controller.core.controller import TrainingController
@@ -159,7 +160,12 @@ class Service:
         self.adapters = adapters
         self.supervisor = Supervisor(settings.health)
         self.metrics = Metrics()
-        self.http = HttpSurface(ServiceProbes(self), self.metrics)
+        # On embedded defaults the inference worker (`nulog serve`, with torch) runs as a child process.
+        wanted = settings.http.inference_worker
+        child = wanted == "child" or (wanted == "auto" and settings.store.kind == "local")
+        self.inference_worker = EmbeddedWorker.for_settings(settings) if child else None
+        self.api = Api(controller, bus, settings, worker=self.inference_worker)
+        self.http = HttpSurface(ServiceProbes(self), self.metrics, mount=self.api)
 
     @classmethod
     async def start(cls, settings: Settings, *, adapters: Adapters | None = None) -> Service:
@@ -222,11 +228,16 @@ class Service:
             "train-stream-consumer",
             lambda: self.bus.consume(TRAIN_STREAM, Subjects.TRAIN, TRAIN_CONSUMER, handlers.train_from_stream),
         )
+        await self.api.start()
         await self.http.start(host=self.settings.http.host, port=self.settings.http.port)
+        if self.inference_worker is not None:
+            self.inference_worker.start()
 
     async def stop(self) -> None:
         """Stop serving and release every port; raises, after all is released, what a task ended with."""
         await self.http.stop()
+        if self.inference_worker is not None:
+            await self.inference_worker.stop()
         errors = await self.supervisor.stop()
         ports = self.adapters
         for name, port in (("log source", ports.source), ("object store", ports.store), ("launcher", ports.launcher)):

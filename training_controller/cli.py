@@ -59,7 +59,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from training_controller.demo.run import run_demo
 
     workdir = Path(args.workdir) if args.workdir else None
-    return run_demo(keep=args.keep, epochs=args.epochs, timeout=args.timeout, workdir=workdir)
+    return run_demo(keep=args.keep, epochs=args.epochs, timeout=args.timeout, workdir=workdir, console=args.console,
+                    port=args.port)
 
 
 def cmd_sample_logs(args: argparse.Namespace) -> int:
@@ -184,6 +185,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=float, default=170.0, help="give up after this many seconds")
     d.add_argument("--keep", action="store_true", help="keep the temporary directory and print its path")
     d.add_argument("--workdir", default=None, help="make the temporary directory inside this one")
+    d.add_argument("--console", action="store_true",
+                   help="print the web console's URL and token, and keep the stack running until Ctrl-C")
+    d.add_argument("--port", type=int, default=None, help="HTTP port of the controller (default: a free one)")
     d.set_defaults(func=cmd_demo)
 
     g = sub.add_parser("sample-logs", help="write realistic JSONL log documents")

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -213,11 +216,82 @@ class TrainingSettings(_Section):
     )
 
 
+TokenRole = Literal["read-only", "read-write"]
+_ROLES: dict[str, TokenRole] = {"ro": "read-only", "read-only": "read-only", "rw": "read-write", "read-write": "read-write"}
+MIN_TOKEN_CHARS = 16
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One bearer token of the REST API and the console: a name for the logs, a role, the secret itself."""
+
+    name: str
+    role: TokenRole
+    secret: SecretStr = dataclass_field(repr=False)
+
+    @property
+    def can_write(self) -> bool:
+        return self.role == "read-write"
+
+
+def parse_api_tokens(text: str) -> tuple[ApiToken, ...]:
+    """`API_TOKENS`: entries `NAME:ROLE:TOKEN` separated by commas or white space, ROLE `ro` (read-only) or
+    `rw` (read-write), TOKEN at least 16 characters. Errors name the entry by its position, never its text."""
+    tokens: list[ApiToken] = []
+    entries = [e for e in re.split(r"[\s,]+", text.strip()) if e]
+    for n, entry in enumerate(entries, start=1):
+        name, _, rest = entry.partition(":")
+        role, _, secret = rest.partition(":")
+        if not name or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise ValueError(f"entry {n}: expected NAME:ROLE:TOKEN with a NAME of letters, digits, '_', '.' or '-'")
+        if role not in _ROLES:
+            raise ValueError(f"entry {n} ({name}): the role must be ro (read-only) or rw (read-write)")
+        if len(secret) < MIN_TOKEN_CHARS or any(c in secret for c in ":\"'"):
+            raise ValueError(f"entry {n} ({name}): the token must be at least {MIN_TOKEN_CHARS} characters, without ':' or quotes")
+        if any(t.name == name for t in tokens):
+            raise ValueError(f"entry {n}: the name {name} is used twice")
+        tokens.append(ApiToken(name=name, role=_ROLES[role], secret=SecretStr(secret)))
+    return tuple(tokens)
+
+
 class HttpSettings(_Section):
-    """The HTTP surface."""
+    """The HTTP surface: probes and metrics (open), the REST API and the console (behind bearer tokens)."""
 
     host: str = Field(default="0.0.0.0", alias="http_host", description="Address of /healthz, /readyz, /metrics.")
     port: int = Field(default=8080, alias="http_port", ge=0, le=65_535, description="0 picks a free port.")
+    api_tokens: SecretStr | None = Field(
+        default=None, alias="api_tokens",
+        description="Bearer tokens of /api and the console, `NAME:ROLE:TOKEN` separated by commas, ROLE ro or rw "
+        "(from a Secret; never logged). None: every /api request is refused with 401.",
+    )
+    api_max_body_bytes: int = Field(
+        default=1 << 20, alias="api_max_body_bytes", ge=1024, le=64 << 20,
+        description="Largest request body; a larger one is refused with 413.",
+    )
+    api_events_max_age_seconds: float = Field(
+        default=7 * 86_400.0, alias="api_events_max_age_seconds", gt=0,
+        description="How long the training events stream keeps a job's events for /events to replay.",
+    )
+    inference_worker: Literal["auto", "child", "external"] = Field(
+        default="auto", alias="inference_worker",
+        description="Who answers /api/v1/predict: `child` starts `nulog serve` beside the controller, `external` "
+        "is a worker of its own (a Deployment); `auto` is `child` with the local object store.",
+    )
+    predict_timeout_seconds: float = Field(
+        default=30.0, alias="predict_timeout_seconds", gt=0, le=600,
+        description="How long /api/v1/predict waits for the inference worker (its first answer loads the model).",
+    )
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_tokens(value.get_secret_value())
+        return value
+
+    def tokens(self) -> tuple[ApiToken, ...]:
+        """The API's tokens; empty when none are configured."""
+        return parse_api_tokens(self.api_tokens.get_secret_value()) if self.api_tokens is not None else ()
 
 
 class HealthSettings(_Section):
@@ -409,6 +483,7 @@ def _default(name: str) -> Any:
 
 
 __all__ = [
+    "ApiToken",
     "ConfigError",
     "ElasticsearchSettings",
     "HealthSettings",
@@ -422,4 +497,5 @@ __all__ = [
     "StoreSettings",
     "TrainingSettings",
     "load_settings",
+    "parse_api_tokens",
 ]

@@ -1,4 +1,5 @@
-"""The small HTTP surface: liveness, readiness and Prometheus metrics.
+"""The HTTP surface: liveness, readiness and Prometheus metrics, and whatever else is mounted on it (the
+REST API and the console, `training_controller.api`).
 
 `/healthz` fails (503) when the controller is broken in a way only a restart mends: a supervised task that
 keeps dying or stays down, or a worker that has made no progress on a job for too long; Kubernetes' liveness
@@ -32,6 +33,15 @@ class Probes(Protocol):
 
     async def snapshot(self) -> tuple[list[JobRecord], bool]:
         """The job records and whether the GPU is busy, for the metrics."""
+
+
+class Mount(Protocol):
+    """Routes added to the surface beside the probes, with the largest request body they accept."""
+
+    max_body_bytes: int
+
+    def mount(self, app: web.Application) -> None:
+        """Add routes, middlewares and shutdown hooks to `app`."""
 
 
 class Metrics:
@@ -83,25 +93,29 @@ def export_rate(record: JobRecord) -> float | None:
 
 
 class HttpSurface:
-    """An aiohttp server for probes and metrics."""
+    """An aiohttp server for probes and metrics, and the mounted routes."""
 
-    def __init__(self, probes: Probes, metrics: Metrics) -> None:
+    def __init__(self, probes: Probes, metrics: Metrics, *, mount: Mount | None = None) -> None:
         self.probes = probes
         self.metrics = metrics
+        self.mounted = mount
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     async def start(self, *, host: str, port: int) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=self.mounted.max_body_bytes if self.mounted else 1 << 20)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_page)
-        self._runner = web.AppRunner(app, access_log=None)
+        if self.mounted is not None:
+            self.mounted.mount(app)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked
-        log.info("HTTP surface on %s:%d (/healthz /readyz /metrics)", host, self.port)
+        log.info("HTTP surface on %s:%d (/healthz /readyz /metrics%s)", host, self.port,
+                 " /api/v1 and the console at /" if self.mounted else "")
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -52,6 +52,10 @@ class Subjects:
     TRAINING_JOBS = "training_jobs"
     TRAINING_CANCEL = "training_cancel"
     TRAINING_LOGS = "training_logs"  # training_logs.<job>
+    # Answered by the inference worker (`nulog serve`), asked by the controller's /api/v1/predict. Not
+    # gpu_service_running: that one is Opni's GPU inference service's, and answering it would make the
+    # controller grant the GPU to batches nobody consumes.
+    NULOG_PREDICT = "nulog_predict"
 
     @staticmethod
     def training_logs(job_id: str) -> str:
@@ -338,6 +342,57 @@ def parse_job_log(data: bytes) -> PhaseLog | TrainerLog | LineLog:
         raise PayloadError(describe(e)) from None
 
 
+# What `nulog serve --announce-ready` prints on stdout once it answers nulog_predict; the controller's
+# embedded child is waited for on it.
+WORKER_READY_LINE = "nulog serve ready"
+MAX_PREDICT_LINES = 10_000
+MAX_PREDICT_LINE_CHARS = 20_000
+LogLineText = Annotated[str, Field(max_length=MAX_PREDICT_LINE_CHARS)]
+
+
+class PredictRequest(BaseModel):
+    """Log lines to parse and score with the current model (subject `nulog_predict`, and /api/v1/predict)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    logs: list[LogLineText] = Field(
+        min_length=1, max_length=MAX_PREDICT_LINES,
+        description="Raw log lines; the worker masks them as the training data was masked.",
+    )
+
+
+class LinePrediction(BaseModel):
+    """What the model says about one line."""
+
+    log: str = Field(description="The line as it was sent.")
+    masked: str = Field(description="The line with its variable values masked, as the model sees it.")
+    template: str = Field(description="The line's template: its constant tokens, `<*>` where a value varies.")
+    score: float = Field(ge=0, le=1, description="Share of the line's tokens the model predicted (1: all).")
+    label: Literal["Normal", "Anomaly"] = Field(description="Anomaly when the score is below the model's threshold.")
+
+
+class ModelRef(BaseModel):
+    """Which model answered."""
+
+    job_id: str | None = Field(description="The job that trained it, once a model_ready has named it.")
+    sha256: str = Field(description="sha256 of the model file.")
+    loaded_at: str = Field(description="When the worker loaded it, ISO-8601 UTC.")
+
+
+class PredictReply(BaseModel):
+    """The templates and scores of the lines of a `nulog_predict` request, in order."""
+
+    model: ModelRef
+    predictions: list[LinePrediction]
+
+
+class PredictError(BaseModel):
+    """A `nulog_predict` request the worker could not answer; `reason` says whether a model is missing."""
+
+    error: str = Field(description="What went wrong, in a sentence.")
+    reason: Literal["no_model", "invalid_request", "internal"]
+
+
 class PayloadError(ValueError):
     """A payload that does not fit its subject's model."""
 
@@ -416,6 +471,13 @@ __all__ = [
     "AnyTrainRequest",
     "DrainTrainRequest",
     "ModelFiles",
+    "LinePrediction",
+    "MAX_PREDICT_LINES",
+    "WORKER_READY_LINE",
+    "ModelRef",
+    "PredictError",
+    "PredictReply",
+    "PredictRequest",
     "OpniQueryTrainRequest",
     "PayloadError",
     "Subjects",

@@ -4,7 +4,8 @@ It starts what a cluster would run, on this machine: a real nats-server with Jet
 `training-controller serve`, with the `files` log source, the `local` store and the `local` launcher) and a
 sample of logs. Then it does what an operator does: publishes a `train` request, exactly as
 `nats pub train '{...}'` would, and follows the job on NATS until `model_ready` and `JobEnd`. Every process
-it started is stopped on the way out, Ctrl-C included.
+it started is stopped on the way out, Ctrl-C included. With `--console` it prints the web console's URL and a
+token made for this run, and keeps everything running after the training until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import nats
 
 from nulog.protocol import ProgressEvent, StageEvent
 from training_controller.adapters.launchers.local import terminate_jobs
+from training_controller.api.auth import new_token
 from training_controller.core.jobs import JobPhase
 from training_controller.core.masking import mask
 from training_controller.demo.samples import iter_documents, write_sample_logs
 from training_controller.messages import LineLog, PhaseLog, Subjects, TrainerLog, parse_job_log
-from training_controller.natsserver import NatsServer
+from training_controller.natsserver import NatsServer, free_port
 
 # The sample covers 2021-03-29 17:00-18:00 UTC, around the README's example interval.
 DATA_END_NS = 1_617_040_800 * 10**9
@@ -52,8 +54,12 @@ class DemoFailed(Exception):
 class Demo:
     """The processes and files of one demo run."""
 
-    def __init__(self, root: Path, *, epochs: int, max_lines: int | None = None) -> None:
+    def __init__(self, root: Path, *, epochs: int, max_lines: int | None = None, console: bool = False,
+                 port: int | None = None) -> None:
         self.root = root
+        self.console = console
+        self.port = port or free_port()
+        self.token, self._tokens = new_token("demo", "rw")
         self.epochs = epochs
         self.max_lines = max_lines
         self.logs_dir = root / "logs"
@@ -83,7 +89,9 @@ class Demo:
             "LOCAL_JOBS_DIR": str(self.jobs_dir),
             "TRAIN_EPOCHS": str(self.epochs),
             "TRAIN_DEVICE": "cpu",
-            "HTTP_PORT": "0",
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": str(self.port),
+            "API_TOKENS": self._tokens,
             **({"TRAIN_MAX_LINES": str(self.max_lines)} if self.max_lines else {}),
         }
         log_file = (self.root / "controller.log").open("ab")
@@ -96,6 +104,14 @@ class Demo:
         )
         log_file.close()
         say(f"   pid {self.controller.pid}, log in {self.root / 'controller.log'}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def show_console(self) -> None:
+        say(f"   web console: {self.url}")
+        say(f"   token:       {self.token}")
 
     def stop(self) -> None:
         if self.controller is not None and self.controller.poll() is None:
@@ -121,6 +137,8 @@ class Demo:
             for subject in (Subjects.GPU_TRAININGJOB_STATUS, Subjects.MODEL_READY, Subjects.MODEL_UPDATE, "training_logs.>"):
                 await nc.subscribe(subject, cb=inbox.put)
             await self._wait_until_ready(nc)
+            if self.console:
+                self.show_console()
             payload = json.dumps({"model_to_train": "nulog", "time_intervals": INTERVALS})
             say("== 4. operator publishes a training request")
             say(f"   nats pub train '{payload}'")
@@ -226,13 +244,16 @@ class Demo:
         return list(picked.values())
 
 
-def run_demo(*, keep: bool = False, epochs: int = 5, timeout: float = 170.0, workdir: Path | None = None) -> int:
-    """Run the demo; returns the exit code."""
+def run_demo(
+    *, keep: bool = False, epochs: int = 5, timeout: float = 170.0, workdir: Path | None = None,
+    console: bool = False, port: int | None = None,
+) -> int:
+    """Run the demo; returns the exit code. With `console`, keep the stack running until Ctrl-C."""
     started = time.monotonic()
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="training-controller-demo-", dir=workdir))
-    demo = Demo(root, epochs=epochs)
+    demo = Demo(root, epochs=epochs, console=console, port=port)
     try:
         demo.start()
         outcome = asyncio.run(demo.operate(timeout=timeout))
@@ -247,11 +268,24 @@ def run_demo(*, keep: bool = False, epochs: int = 5, timeout: float = 170.0, wor
         say("   gpu_trainingjob_status / model_ready order: " + ", ".join(outcome["events"]))
         demo.show_templates(outcome["model_ready"])
         say(f"demo finished in {time.monotonic() - started:.0f}s")
-        return 0
+        if not console:
+            say("To open the web console on this stack (trainings, live logs, loss curves, models, a try page):")
+            say("   .venv/bin/training-controller demo --console    (it keeps running until Ctrl-C)")
+            return 0
+        say("== 8. the web console, until Ctrl-C")
+        demo.show_console()
+        say(f"   REST API:    curl -H 'Authorization: Bearer {demo.token}' {demo.url}api/v1/trainings")
+        while demo.controller is not None and demo.controller.poll() is None:
+            time.sleep(0.5)
+        print(f"the controller exited with code {demo.controller.returncode if demo.controller else '?'}", file=sys.stderr)
+        return 1
     except DemoFailed as e:
         print(f"demo failed: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if console:
+            print("stopping the demo's stack", file=sys.stderr)
+            return 0
         print("demo interrupted; stopping everything it started", file=sys.stderr)
         return 130
     finally:
