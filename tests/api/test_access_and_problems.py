@@ -110,27 +110,33 @@ async def test_a_bad_last_event_id_is_400(api: Client) -> None:
 
 
 async def test_an_invalid_training_is_422_naming_each_problem(api: Client) -> None:
-    reply = await api.post("/api/v1/trainings", {"modelType": "gpt", "time_intervals": [{"start_ts": 9, "end_ts": 9}],
+    reply = await api.post("/api/v1/trainings", {"modelType": "", "time_intervals": [{"start_ts": 9, "end_ts": 9}],
                                                  "colour": "red"})
     assert reply.status == 422
     errors = reply.problem["errors"]
-    assert any(e.startswith("modelType:") and "unknown model" in e for e in errors)
+    assert any(e.startswith("modelType:") for e in errors)
     assert any(e.startswith("time_intervals.0:") and "must be before" in e for e in errors)
     assert any(e.startswith("colour:") for e in errors)
     assert (await api.post("/api/v1/trainings", {"modelType": "nulog"})).problem["status"] == 422
 
 
-async def test_per_request_parameters_are_refused_until_the_core_takes_them(api: Client) -> None:
-    from training_controller.core.controller import TrainingController
+async def test_a_model_type_or_parameters_the_catalogue_refuses_are_422_naming_them(api: Client) -> None:
+    unknown = await api.post("/api/v1/trainings", training(modelType="gpt"))
+    bad = await api.post("/api/v1/trainings", training(parameters={"epochs": 0, "colour": "red"}))
 
-    reply = await api.post("/api/v1/trainings", training(parameters={"epochs": 2}))
-    import inspect
+    assert unknown.status == 422 and "unknown model 'gpt'; this controller trains: nulog" in unknown.problem["detail"]
+    assert bad.status == 422
+    assert "epochs must be at least 1, not 0" in bad.problem["detail"]
+    assert "unknown parameter 'colour' for model nulog" in bad.problem["detail"]
+    assert (await api.get("/api/v1/trainings")).json["items"] == []
 
-    if "parameters" in inspect.signature(TrainingController.submit).parameters:
-        assert reply.status in (201, 422)  # the core decides now
-    else:
-        assert reply.status == 422
-        assert "parameters are not supported" in reply.problem["detail"]
+
+async def test_parameters_of_an_api_request_are_the_ones_in_force(api: Client) -> None:
+    created = await api.post("/api/v1/trainings", training(parameters={"epochs": 2, "seed": 9}))
+
+    assert created.status == 201
+    record = (await api.get(f"/api/v1/trainings/{created.json['runId']}")).json["record"]
+    assert record["parameters"]["epochs"] == 2 and record["parameters"]["seed"] == 9
 
 
 async def test_an_invalid_predict_request_is_422(api: Client) -> None:

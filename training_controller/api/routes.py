@@ -6,7 +6,6 @@ the controller, answer.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import time
 from dataclasses import dataclass
@@ -123,20 +122,6 @@ def reply(model: BaseModel, *, status: int = 200, headers: dict[str, str] | None
     return web.Response(status=status, text=model.model_dump_json(), content_type="application/json", headers=headers)
 
 
-def submit_parameters(controller: TrainingController, parameters: dict[str, Any] | None) -> dict[str, Any]:
-    """The keyword arguments that hand a request's `parameters` to `controller.submit`.
-
-    Per-request parameters are the core's to validate (`submit(..., parameters=...)`, raising InvalidRequest
-    naming a bad one). Until the core takes them, a request that sets any is refused with 422 here.
-    """
-    if "parameters" in inspect.signature(controller.submit).parameters:
-        return {"parameters": parameters or None}
-    if parameters:
-        raise Problem(422, "per-request parameters are not supported by this controller yet: leave `parameters` "
-                      f"out (got {', '.join(sorted(parameters))[:200]}); the controller's settings apply")
-    return {}
-
-
 def held_out_score(metrics: dict[str, Any]) -> float | None:
     for key in HELD_OUT_KEYS:
         value = metrics.get(key)
@@ -189,12 +174,11 @@ class Routes:
 
     async def create_training(self, request: web.Request) -> web.Response:
         body: TrainingCreate = await read_body(request, TrainingCreate)
-        extra = submit_parameters(self.controller, body.parameters)
         token = request[TOKEN]
         try:
             submitted = await self.controller.submit(
                 self.query_of(body), request=body.model_dump(mode="json", exclude_none=True),
-                requested_by=f"api:{token.name}", **extra,
+                requested_by=f"api:{token.name}", model=body.modelType, parameters=body.parameters,
             )
         except InvalidRequest as e:
             raise Problem(422, str(e)) from None
