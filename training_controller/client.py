@@ -82,8 +82,14 @@ def describe_job(record: dict[str, Any]) -> str:
     for key in ("log_count", "train_data_version_hash", "created_at", "started_at", "finished_at"):
         if record.get(key) is not None:
             lines.append(f"  {key}: {record[key]}")
+    if record.get("parameters"):
+        shown = ", ".join(f"{k}={v}" for k, v in record["parameters"].items() if v is not None)
+        lines.append(f"  parameters: {shown}")
     if record.get("progress"):
         lines.append("  progress: " + progress_bar(ProgressEvent.model_validate(record["progress"])))
+    for worker in record.get("workers") or []:
+        message = f" - {worker['message']}" if worker.get("message") else ""
+        lines.append(f"  worker {worker['index']} ({worker['role']}, {worker['name']}): {worker['state']}{message}")
     if record.get("artifacts"):
         lines.append(f"  model: {record['artifacts'].get('bucket')}/{record['artifacts'].get('model')}")
     return "\n".join(lines)

@@ -60,6 +60,12 @@ class Metrics:
             "Export rate of the most recent export.",
             registry=self.registry,
         )
+        self.workers = Gauge(
+            "training_controller_workers",
+            "Worker processes of the trainings under way, by state.",
+            ["state"],
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "training_controller_request_duration_seconds",
             "Time to answer a NATS request, by subject.",
@@ -73,6 +79,9 @@ class Metrics:
         self.queue_depth.set(sum(1 for r in records if r.phase is JobPhase.QUEUED))
         self.gpu_busy.set(1 if gpu_busy else 0)
         self.exported.set(sum(r.log_count or 0 for r in records))
+        under_way = [w for r in records if not r.phase.is_final for w in r.workers]
+        for state in ("pending", "running", "succeeded", "failed"):
+            self.workers.labels(state=state).set(sum(1 for w in under_way if w.state == state))
         rates = [(r.seq, rate) for r in records if (rate := export_rate(r)) is not None]
         if rates:
             self.export_rate.set(max(rates)[1])
