@@ -174,3 +174,11 @@ def test_every_variable_has_one_default_in_one_section():
     assert len(_ENV_NAMES) == len(set(_ENV_NAMES))
     assert _ENV_NAMES["minio_ca_file"] == ("store", "minio", "ca_file")
     assert _ENV_NAMES["train_gpu_count"] == ("launch", "kubernetes", "gpu_count")
+
+
+def test_the_readme_documents_every_setting():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+    undocumented = sorted(name.upper() for name in _ENV_NAMES if f"`{name.upper()}" not in readme)
+
+    assert undocumented == []
