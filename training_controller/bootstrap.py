@@ -72,8 +72,6 @@ def build_launcher(settings: LauncherSettings, store: StoreSettings, *, jobs_dir
     if settings.kind == "kubeflow":
         from training_controller.adapters.launchers.kubeflow import KubeflowLauncher
 
-        if store.kind != "minio":
-            raise ValueError("LAUNCHER=kubeflow needs OBJECT_STORE=minio: a training pod cannot read local files")
         return KubeflowLauncher.from_environment(settings.kubernetes, minio=store.minio)
     assert settings.kind == "local" and jobs_dir is not None
     minio = store.minio if store.kind == "minio" else None

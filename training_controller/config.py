@@ -343,8 +343,10 @@ class Settings(_Section):
             self.catalogue()
         except CatalogueError as e:
             problems.append(str(e))
-        if self.launch.kind == "kubernetes" and self.store.kind == "local":
-            problems.append("LAUNCHER=kubernetes needs OBJECT_STORE=minio: a training pod cannot read local files")
+        if self.launch.kind in ("kubernetes", "kubeflow") and self.store.kind == "local":
+            problems.append(
+                f"LAUNCHER={self.launch.kind} needs OBJECT_STORE=minio: a training pod cannot read local files"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
