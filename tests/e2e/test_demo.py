@@ -55,8 +55,10 @@ def test_demo_trains_a_model_shows_templates_and_leaves_no_process(tmp_path: Pat
 
 
 def test_demo_interrupted_while_training_stops_everything_it_started(tmp_path: Path) -> None:
+    # Enough epochs that the training is still running when the first progress line has been read, however
+    # slowly this test is scheduled.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "training_controller", "demo", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "training_controller", "demo", "--workdir", str(tmp_path), "--epochs", "200"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -70,7 +72,10 @@ def test_demo_interrupted_while_training_stops_everything_it_started(tmp_path: P
         seen.append(line)
         if re.search(r"epoch \d+/\d+", line):  # the training process is running now
             break
-    assert processes_mentioning(str(tmp_path)), "expected the demo's processes to be running"
+    running = processes_mentioning(str(tmp_path))
+    if not running:
+        rest, _ = proc.communicate(timeout=60)
+        pytest.fail(f"the demo's processes were gone (exit {proc.returncode}) after:\n" + "".join(seen) + rest)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, "".join(seen) + rest
