@@ -6,7 +6,7 @@ Exit codes: 0 done, 1 failed, 2 bad arguments or no usable input.
 
 `--data` and `--output` may be local paths (the local launcher) or `s3://bucket/key` URIs (a Kubernetes Job,
 reading and writing MinIO with the credentials in its environment): remote data is downloaded to a scratch
-directory first, and remote output is uploaded once all three files are written.
+directory first, and remote output is uploaded once all its files are written.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 
 from nulog.config import ParseConfig, TrainConfig
 from nulog.protocol import (
-    ARTIFACT_FILES,
     EXIT_DONE,
     EXIT_FAILED,
     EXIT_USAGE,
     METRICS_FILE,
     MODEL_FILE,
+    NATIVE_MODEL_FILE,
     VOCAB_FILE,
     DoneEvent,
     ErrorEvent,
@@ -34,6 +34,7 @@ from nulog.protocol import (
     ProgressEvent,
     ProtocolError,
     StageEvent,
+    artifact_files,
     encode_event,
 )
 
@@ -70,6 +71,22 @@ def load_lines(paths: list[str], *, max_lines: int | None, seed: int) -> list[st
     return lines
 
 
+def recipe(args: JobArgs) -> tuple[str, TrainConfig, ParseConfig]:
+    """The architecture and the training and scoring settings of a job's model format, with its overrides."""
+    overrides: dict[str, Any] = {"seed": args.seed}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    if args.model_format == "opni":
+        from nulog import opni_model as opni
+
+        train = TrainConfig(**{"epochs": opni.EPOCHS, "batch_size": opni.BATCH_SIZE, "lr": opni.LR,
+                               "weight_decay": opni.WEIGHT_DECAY, **overrides})
+        return "opni", train, ParseConfig(k=args.k or opni.K, threshold=opni.THRESHOLD)
+    return "nulog", TrainConfig(**overrides), ParseConfig(**({"k": args.k} if args.k is not None else {}))
+
+
 def run(args: JobArgs) -> dict[str, Any]:
     """Load, train, save; returns the metrics."""
     # torch is imported only once the arguments are valid, so a bad call fails in milliseconds.
@@ -103,7 +120,6 @@ def _fetch_inputs(paths: tuple[str, ...], scratch: Path) -> list[str]:
 
 def _run_in(scratch: Path, args: JobArgs, device: str) -> dict[str, Any]:
     from nulog import remote
-    from nulog.checkpoint import save_checkpoint, write_vocab
     from nulog.train import Progress, train
 
     out = scratch / "output" if remote.is_remote(args.output) else Path(args.output)
@@ -113,8 +129,7 @@ def _run_in(scratch: Path, args: JobArgs, device: str) -> dict[str, Any]:
     lines = load_lines(_fetch_inputs(args.data, scratch), max_lines=args.max_lines, seed=args.seed)
     log.info("job %s: %d log lines loaded", args.job_id, len(lines))
 
-    config = TrainConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs is not None else {}))
-    parse = ParseConfig(**({"k": args.k} if args.k is not None else {}))
+    arch, config, parse = recipe(args)
     emit(StageEvent(stage="training", message=f"training on {len(lines)} lines, {config.epochs} epochs, {device}"))
 
     def progress(p: Progress) -> None:
@@ -131,19 +146,20 @@ def _run_in(scratch: Path, args: JobArgs, device: str) -> dict[str, Any]:
             )
         )
 
-    result = train(lines, config, parse=parse, device=device, on_progress=progress)
+    result = train(lines, config, parse=parse, device=device, arch=arch, on_progress=progress)
 
     emit(StageEvent(stage="saving", message=f"writing model files to {out}"))
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / MODEL_FILE, result.checkpoint)
-    write_vocab(out / VOCAB_FILE, result.encoder.vocab)
+    _save(out, args, result, epochs=config.epochs)
     metrics = {
         "job_id": args.job_id,
+        "model_format": args.model_format,
         "lines": result.lines,
         "unique_lines": result.distinct_lines,
         "sequences": result.sequences,
         "vocab_size": len(result.encoder.vocab),
         "epochs": config.epochs,
+        "batch_size": config.batch_size,
         "steps": result.steps,
         "final_loss": result.final_loss,
         "seconds": round(time.monotonic() - t0, 3),
@@ -160,6 +176,23 @@ def _run_in(scratch: Path, args: JobArgs, device: str) -> dict[str, Any]:
     return metrics
 
 
+def _save(out: Path, args: JobArgs, result: Any, *, epochs: int) -> tuple[str, ...]:
+    """The model files of the job's format; returns the names of every artifact, metrics included."""
+    from nulog.checkpoint import save_checkpoint, write_vocab
+
+    ckpt = result.checkpoint
+    if args.model_format == "opni":
+        from nulog.opni_model import save_opni_checkpoint
+
+        save_opni_checkpoint(out / MODEL_FILE, ckpt.model, ckpt.optimizer, epoch=epochs, loss=float(result.final_loss))
+        ckpt.encoder.vocab.write(out / VOCAB_FILE)
+        save_checkpoint(out / NATIVE_MODEL_FILE, ckpt, with_optimizer=False)  # for scoring: no optimizer state
+    else:
+        save_checkpoint(out / MODEL_FILE, ckpt)
+        write_vocab(out / VOCAB_FILE, ckpt.encoder.vocab)
+    return artifact_files(args.model_format)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -173,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("training job failed")
         emit(ErrorEvent(message=f"training failed: {type(e).__name__}: {e}"))
         return EXIT_FAILED
-    emit(DoneEvent(metrics=metrics, files=ARTIFACT_FILES))
+    emit(DoneEvent(metrics=metrics, files=artifact_files(args.model_format)))
     return EXIT_DONE
 
 

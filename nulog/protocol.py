@@ -28,6 +28,11 @@ MODEL_FILE = "nulog_model.pt"
 VOCAB_FILE = "vocab.txt"
 METRICS_FILE = "metrics.json"
 ARTIFACT_FILES = (MODEL_FILE, VOCAB_FILE, METRICS_FILE)
+# With `model_format="opni"`, MODEL_FILE and VOCAB_FILE are in the format of Opni's inference service (what the
+# controller copies to the bucket root), and the same model is also written in this project's own checkpoint
+# format under NATIVE_MODEL_FILE, which the project's scoring and inference load.
+NATIVE_MODEL_FILE = "nulog_native.pt"
+OPNI_ARTIFACT_FILES = (MODEL_FILE, VOCAB_FILE, METRICS_FILE, NATIVE_MODEL_FILE)
 # Where Opni's inference service reads the current model: the models bucket's root.
 LATEST_MODEL_FILE = "nulog_model_latest.pt"
 LATEST_VOCAB_FILE = "vocab.txt"
@@ -47,6 +52,12 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 Device = Literal["auto", "cpu", "cuda"]
+ModelFormat = Literal["nulog", "opni"]
+
+
+def artifact_files(model_format: ModelFormat) -> tuple[str, ...]:
+    """The files a job of this model format writes at its output."""
+    return OPNI_ARTIFACT_FILES if model_format == "opni" else ARTIFACT_FILES
 
 
 class ProtocolError(ValueError):
@@ -64,11 +75,23 @@ class JobArgs(BaseModel):
     job_id: str = Field(min_length=1, description="The controller's id of the job.")
     data: tuple[str, ...] = Field(min_length=1, description="Training data: local paths or s3:// URIs.")
     output: str = Field(min_length=1, description="Where the artifacts go: a directory or an s3:// prefix.")
-    epochs: int | None = Field(default=None, ge=1, description="Training epochs; None: the model's default.")
-    seed: int = Field(default=0, ge=0)
+    epochs: int | None = Field(default=None, ge=1, le=10_000, description="Training epochs; None: the model's default.")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     device: Device = "auto"
-    max_lines: int | None = Field(default=None, ge=1, description="Train on a seeded sample of this many lines.")
-    k: int | None = Field(default=None, ge=1, description="Top-k of template extraction; None: the default.")
+    max_lines: int | None = Field(
+        default=None, ge=1, le=1_000_000_000, description="Train on a seeded sample of this many lines."
+    )
+    k: int | None = Field(default=None, ge=1, le=10_000, description="Top-k of template extraction and scoring; None: the model format's default.")
+    batch_size: int | None = Field(
+        default=None, ge=1, le=65_536,
+        description="Lines drawn per optimisation step over all workers together (the global batch; each worker "
+                    "takes its share); None: the model format's default.",
+    )
+    model_format: ModelFormat = Field(
+        default="nulog",
+        description="nulog: this project's model; opni: Opni's NuLog architecture and files (nulog_model.pt, "
+                    "vocab.txt as Opni's inference service loads them) and the native checkpoint beside them.",
+    )
 
     def to_argv(self) -> list[str]:
         """The command-line arguments that `from_argv` reads back to this value."""

@@ -24,9 +24,11 @@ import numpy as np
 import torch
 
 from nulog.checkpoint import Checkpoint
-from nulog.config import ModelConfig, ParseConfig, TrainConfig
+from nulog.config import ModelConfig, OpniConfig, ParseConfig, TrainConfig
 from nulog.encoder import Key, LineEncoder
 from nulog.model import NuLog
+from nulog.opni_encoder import OpniEncoder
+from nulog.opni_model import OpniNuLog
 from nulog.optim import AdamW  # noqa: F401 - where callers found it before it had a module of its own
 from nulog.tokenizer import CLS_ID, PAD_ID
 
@@ -70,11 +72,11 @@ class TrainResult:
     device: str
 
     @property
-    def model(self) -> NuLog:
+    def model(self) -> NuLog | OpniNuLog:
         return self.checkpoint.model
 
     @property
-    def encoder(self) -> LineEncoder:
+    def encoder(self) -> LineEncoder | OpniEncoder:
         return self.checkpoint.encoder
 
     @property
@@ -135,7 +137,7 @@ class Corpus:
     predicted: np.ndarray  # (N,) on the host: predictions per sequence
 
     @classmethod
-    def build(cls, keys: Sequence[Key], encoder: LineEncoder, *, max_len: int) -> Corpus:
+    def build(cls, keys: Sequence[Key], encoder: LineEncoder | OpniEncoder, *, max_len: int) -> Corpus:
         """The model's input of each sequence (see `LineEncoder.model_input`), <CLS> first."""
         inputs = [encoder.model_input(k, max_len)[0] for k in keys]
         lengths = np.array([len(a) + 1 for a in inputs], dtype=np.int64)
@@ -144,7 +146,7 @@ class Corpus:
         for r, a in enumerate(inputs):
             flat[off[r]] = CLS_ID
             flat[off[r] + 1 : off[r + 1]] = a
-        hit = encoder.vocab.predicted[flat]
+        hit = encoder.targets[flat]
         flat_t = torch.from_numpy(flat)
         return cls(
             flat=flat_t,
@@ -234,6 +236,16 @@ def _parts(rows: np.ndarray, lengths: np.ndarray, n_heads: int) -> list[np.ndarr
     return parts + [np.array(cur)]
 
 
+def _new_model(arch: str, per_line: Counter[str], config: TrainConfig, model_args: dict | None
+               ) -> tuple[LineEncoder | OpniEncoder, Counter[Key], NuLog | OpniNuLog]:
+    if arch == "opni":
+        opni_encoder, counted = OpniEncoder.fit_count(per_line)
+        return opni_encoder, counted, OpniNuLog(OpniConfig(**(model_args or {})))
+    assert arch == "nulog", f"unknown model architecture {arch!r}"
+    encoder, counted = LineEncoder.fit_count(per_line, config)
+    return encoder, counted, NuLog(ModelConfig(vocab_size=len(encoder.vocab), **(model_args or {})))
+
+
 def train(
     lines: Sequence[str],
     config: TrainConfig,
@@ -246,10 +258,12 @@ def train(
     progress_every_s: float = 1.0,
     stop_after: int | None = None,
     threads: int = 1,
+    arch: str = "nulog",
 ) -> TrainResult:
     """Train a model on the lines: a new one, with its vocabulary built from them and `model_args` as its
-    shape (ModelConfig fields but vocab_size), or the one of `resume`, from its step on. With stop_after,
-    stop once that many steps are done; the result's checkpoint resumes from there.
+    shape (the config fields of the architecture, `arch` "nulog" or "opni", but vocab_size), or the one of
+    `resume`, from its step on. With stop_after, stop once that many steps are done; the result's checkpoint
+    resumes from there.
 
     On CPU, torch runs on `threads` threads. A step is many small ops; measured on a 2-core machine shared
     with other work, HDFS 2k trained in 2.5-3.2 s on one thread and 22-27 s on two, which wait on each
@@ -265,8 +279,7 @@ def train(
 
     per_line = Counter(lines)
     if resume is None:
-        encoder, counted = LineEncoder.fit_count(per_line, config)
-        model = NuLog(ModelConfig(vocab_size=len(encoder.vocab), **(model_args or {})))
+        encoder, counted, model = _new_model(arch, per_line, config, model_args)
         start_step = 0
     else:
         encoder, model, start_step = resume.encoder, resume.model, resume.step
@@ -278,6 +291,7 @@ def train(
     plan = Plan.draw(corpus, draw_probabilities(np.array(list(counted.values())), config.weighting), config)
 
     model.to(device)
+    trained = model.trained_parameters()
     optimizer = model.configure_optimizer(config)
     if resume is not None and resume.optimizer is not None:
         optimizer.load_state_dict(resume.optimizer)
@@ -311,7 +325,7 @@ def train(
             loss.backward()
             loss_sum += loss.detach()
         if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
         optimizer.step()
         done += 1
         epoch, in_epoch = divmod(step, plan.steps_per_epoch)
