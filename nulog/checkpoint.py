@@ -1,5 +1,5 @@
 """Saving and loading a model: one file holds weights, the configs, the vocabulary and, to resume training, the
-step and the optimizer's state.
+step, the optimizer's state and the fingerprint of the training it belongs to.
 
 Two architectures share the format: this project's NuLog (`arch` "nulog") and Opni's (`arch` "opni", see
 `nulog.opni_model`). A model directory may also hold Opni's own files only (`nulog_model_latest.pt` as Opni's
@@ -39,6 +39,7 @@ class Checkpoint:
     train: TrainConfig | None = None
     step: int = 0
     optimizer: dict[str, Any] | None = None  # the optimizer's state_dict, to resume training
+    fingerprint: str | None = None  # of the training (data and settings) the step belongs to
 
     @property
     def config(self) -> ModelConfig | OpniConfig:
@@ -65,6 +66,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, *, with_optimizer: bool 
         "model": state,
         "step": ckpt.step,
         "optimizer": _to_cpu(ckpt.optimizer) if with_optimizer else None,
+        "fingerprint": ckpt.fingerprint,
     }
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     torch.save(blob, tmp)
@@ -120,6 +122,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         train=TrainConfig.from_dict(blob["train"]) if blob["train"] is not None else None,
         step=int(blob["step"]),
         optimizer=blob["optimizer"],
+        fingerprint=blob.get("fingerprint"),
     )
 
 

@@ -13,6 +13,8 @@ loss, at most once per `progress_every_s`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -25,6 +27,7 @@ import torch
 
 from nulog.checkpoint import Checkpoint
 from nulog.config import ModelConfig, OpniConfig, ParseConfig, TrainConfig
+from nulog.distributed import World
 from nulog.encoder import Key, LineEncoder
 from nulog.model import NuLog
 from nulog.opni_encoder import OpniEncoder
@@ -70,6 +73,7 @@ class TrainResult:
     distinct_lines: int
     sequences: int  # distinct id sequences among the lines
     device: str
+    start_step: int = 0  # the step it resumed from (0: from the start)
 
     @property
     def model(self) -> NuLog | OpniNuLog:
@@ -236,6 +240,21 @@ def _parts(rows: np.ndarray, lengths: np.ndarray, n_heads: int) -> list[np.ndarr
     return parts + [np.array(cur)]
 
 
+def training_fingerprint(lines: Sequence[str], config: TrainConfig, model: NuLog | OpniNuLog) -> str:
+    """What a training is: its lines in order, its settings and its model's shape. A checkpoint resumes only
+    the training of the same fingerprint, and every rank must hold the same."""
+    h = hashlib.sha256()
+    h.update(json.dumps([type(model).__name__, config.to_dict(), model.config.to_dict()], sort_keys=True).encode())
+    for i in range(0, len(lines), 8192):
+        h.update("\n".join(lines[i : i + 8192]).encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint to resume belongs to another training (other lines or settings)."""
+
+
 def _new_model(arch: str, per_line: Counter[str], config: TrainConfig, model_args: dict | None
                ) -> tuple[LineEncoder | OpniEncoder, Counter[Key], NuLog | OpniNuLog]:
     if arch == "opni":
@@ -244,6 +263,41 @@ def _new_model(arch: str, per_line: Counter[str], config: TrainConfig, model_arg
     assert arch == "nulog", f"unknown model architecture {arch!r}"
     encoder, counted = LineEncoder.fit_count(per_line, config)
     return encoder, counted, NuLog(ModelConfig(vocab_size=len(encoder.vocab), **(model_args or {})))
+
+
+def shard(rows: np.ndarray, lengths: np.ndarray, world: World) -> np.ndarray:
+    """Positions (into rows, a step's sequences) that this rank trains on: dealt out in order of length, so
+    every rank gets about as many sequences and as many tokens, and the same on every rank."""
+    if world.size == 1:
+        return np.arange(len(rows))
+    order = np.argsort(lengths[rows], kind="stable")
+    return np.sort(order[world.rank :: world.size])
+
+
+class _GradientSum:
+    """The sum over the ranks of every trained parameter's gradient and of the step's loss, in one
+    all-reduce of one flat buffer (what DDP does in buckets during the backward pass; a step here may have
+    no forward pass on a rank, or several)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], device: torch.device) -> None:
+        self.params = params
+        self.flat = torch.zeros(sum(p.numel() for p in params) + 1, device=device)
+
+    def __call__(self, world: World, loss: torch.Tensor) -> torch.Tensor:
+        views, off = [], 0
+        for p in self.params:
+            view = self.flat[off : off + p.numel()]
+            if p.grad is None:
+                view.zero_()
+            else:
+                view.copy_(p.grad.reshape(-1))
+            views.append(view)
+            off += p.numel()
+        self.flat[-1] = loss
+        world.all_reduce_(self.flat)
+        for p, view in zip(self.params, views, strict=True):
+            p.grad = view.view_as(p)
+        return self.flat[-1].clone()
 
 
 def train(
@@ -259,11 +313,19 @@ def train(
     stop_after: int | None = None,
     threads: int = 1,
     arch: str = "nulog",
+    world: World | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    checkpoint_every_s: float = 300.0,
 ) -> TrainResult:
     """Train a model on the lines: a new one, with its vocabulary built from them and `model_args` as its
     shape (the config fields of the architecture, `arch` "nulog" or "opni", but vocab_size), or the one of
-    `resume`, from its step on. With stop_after, stop once that many steps are done; the result's checkpoint
-    resumes from there.
+    `resume`, from its step on (it must be of the same training: `CheckpointMismatch`). With stop_after,
+    stop once that many steps are done; the result's checkpoint resumes from there.
+
+    With a `world` of several ranks, every rank calls this with the same lines and settings: each trains on
+    its share of every step's sequences (`shard`), the gradients are summed over the ranks, and every rank
+    takes the same step, so the ranks' models stay equal and equal to the one a single process would train
+    (up to the order of float sums). Rank 0 hands a checkpoint to `on_checkpoint` every `checkpoint_every_s`.
 
     On CPU, torch runs on `threads` threads. A step is many small ops; measured on a 2-core machine shared
     with other work, HDFS 2k trained in 2.5-3.2 s on one thread and 22-27 s on two, which wait on each
@@ -271,6 +333,7 @@ def train(
     if not lines:
         raise ValueError("no log lines to train on")
     t0 = time.monotonic()
+    world = world or World()
     device = resolve_device(device) if isinstance(device, str) else device
     if device.type == "cpu":
         torch.set_num_threads(threads)
@@ -281,8 +344,13 @@ def train(
     if resume is None:
         encoder, counted, model = _new_model(arch, per_line, config, model_args)
         start_step = 0
+        fingerprint = training_fingerprint(lines, config, model)
     else:
         encoder, model, start_step = resume.encoder, resume.model, resume.step
+        fingerprint = training_fingerprint(lines, config, model)
+        if resume.fingerprint is not None and resume.fingerprint != fingerprint:
+            raise CheckpointMismatch("the checkpoint belongs to another training: its lines or settings differ "
+                                     "from these")
         counted = encoder.count(per_line)
     keys = list(counted)
     corpus = Corpus.build(keys, encoder, max_len=model.config.max_len)
@@ -292,6 +360,13 @@ def train(
 
     model.to(device)
     trained = model.trained_parameters()
+    if world.size > 1:
+        world.agree("lines, settings or checkpoint step", f"{fingerprint} {start_step}".encode())
+        state = torch.nn.utils.parameters_to_vector(trained).detach()
+        world.broadcast_(state)  # every rank starts from rank 0's weights, as DDP does
+        torch.nn.utils.vector_to_parameters(state, trained)
+        torch.manual_seed(config.seed + 1000003 * world.rank)  # dropout of one rank's share is its own
+        gradient_sum = _GradientSum(trained, device)
     optimizer = model.configure_optimizer(config)
     if resume is not None and resume.optimizer is not None:
         optimizer.load_state_dict(resume.optimizer)
@@ -301,8 +376,13 @@ def train(
     corpus = corpus.to(device)
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
+    def checkpoint(step: int) -> Checkpoint:
+        return Checkpoint(model=model, encoder=encoder, parse=parse, train=config, step=step,
+                          optimizer=optimizer.state_dict(), fingerprint=fingerprint)
+
+    parse = parse or (resume.parse if resume is not None else ParseConfig())
     model.train()
-    t_steps = time.monotonic()
+    t_steps = last_checkpoint = time.monotonic()
     masked_tokens = done = 0
     loss_sum = torch.zeros((), device=device)  # this epoch's, read back only when reporting
     last_report = time.monotonic()
@@ -312,18 +392,25 @@ def train(
     for step in range(start_step, end_step):
         a, b = int(plan.starts[step]), int(plan.starts[step + 1])
         rows_np = plan.rows[a:b]
-        masked_tokens += int(corpus.predicted[rows_np].sum())
+        masked_tokens += int(corpus.predicted[rows_np].sum())  # of the whole step, over every rank
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, plan.steps, config)
         optimizer.zero_grad(set_to_none=True)
-        for part in _parts(rows_np, corpus.lengths, model.config.n_heads):
-            rows = plan_rows[a:b][torch.from_numpy(part).to(device)] if len(part) < b - a else plan_rows[a:b]
-            w = plan_weights[a:b][torch.from_numpy(part).to(device)] if len(part) < b - a else plan_weights[a:b]
-            ids, targets = corpus.batch(rows, int(corpus.lengths[rows_np[part]].max()))
+        mine = shard(rows_np, corpus.lengths, world)
+        step_loss = torch.zeros((), device=device)
+        for part in _parts(rows_np[mine], corpus.lengths, model.config.n_heads) if len(mine) else []:
+            at = mine[part]
+            whole = len(at) == b - a
+            rows = plan_rows[a:b] if whole else plan_rows[a:b][torch.from_numpy(at).to(device)]
+            w = plan_weights[a:b] if whole else plan_weights[a:b][torch.from_numpy(at).to(device)]
+            ids, targets = corpus.batch(rows, int(corpus.lengths[rows_np[at]].max()))
             with autocast:
                 _, loss = model(ids, targets, weights=torch.where(targets >= 0, w[:, None], 0.0))
             loss.backward()
-            loss_sum += loss.detach()
+            step_loss += loss.detach()
+        if world.size > 1:
+            step_loss = gradient_sum(world, step_loss)
+        loss_sum += step_loss
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
         optimizer.step()
@@ -340,13 +427,14 @@ def train(
                 log.info("epoch %d/%d done, loss %.4f", epoch + 1, epochs, final_loss)
                 loss_sum.zero_()
                 done = 0
+        if on_checkpoint is not None and world.is_main and now - last_checkpoint >= checkpoint_every_s \
+                and step + 1 < end_step:
+            on_checkpoint(checkpoint(step + 1))
+            last_checkpoint = time.monotonic()
     step = max(start_step, end_step)
     model.eval()
-    parse = parse or (resume.parse if resume is not None else ParseConfig())
-    ckpt = Checkpoint(model=model, encoder=encoder, parse=parse, train=config, step=step,
-                      optimizer=optimizer.state_dict())
     return TrainResult(
-        checkpoint=ckpt, steps=step, final_loss=final_loss, seconds=time.monotonic() - t0,
-        step_seconds=time.monotonic() - t_steps,
-        masked_tokens=masked_tokens, lines=len(lines), distinct_lines=len(per_line), sequences=len(keys), device=str(device),
+        checkpoint=checkpoint(step), steps=step, final_loss=final_loss, seconds=time.monotonic() - t0,
+        step_seconds=time.monotonic() - t_steps, masked_tokens=masked_tokens, lines=len(lines),
+        distinct_lines=len(per_line), sequences=len(keys), device=str(device), start_step=start_step,
     )
