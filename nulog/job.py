@@ -263,6 +263,7 @@ def _run_in(scratch: Path, args: JobArgs, device: torch.device, world: World, re
             )
         )
 
+    cpu0 = time.process_time()
     try:
         result = train(lines, config, parse=parse, device=device, arch=arch, resume=resume, world=world,
                        on_progress=progress if world.is_main else None,
@@ -291,6 +292,9 @@ def _run_in(scratch: Path, args: JobArgs, device: torch.device, world: World, re
         "final_loss": result.final_loss,
         "seconds": round(time.monotonic() - t0, 3),
         "train_seconds": round(result.seconds, 3),
+        # this process's CPU time in training (rank 0's; every rank does the same work): on a machine where
+        # other work takes cores, train_seconds grows but this does not
+        "train_cpu_seconds": round(time.process_time() - cpu0, 3),
         "device": result.device,
         "workers": world.size,
         "masked_tokens": result.masked_tokens,
