@@ -77,11 +77,11 @@ def ddp(data: Path, *, device: str = "cpu", workers: tuple[int, ...] = (1, 2), r
                                            device=device, max_lines=max_lines))
             for w, runs in seen.items():
                 rates = [m["tokens_per_s"] for m in runs]
-                cpu = statistics.median(m["train_cpu_seconds"] for m in runs)
+                cpu = statistics.median(m["step_cpu_seconds"] for m in runs)
                 rows.append({"model_format": model_format, "batch_size": batch, "workers": w,
                              "steps": runs[0]["steps"], "masked_tokens": runs[0]["masked_tokens"],
                              "tokens_per_s": statistics.median(rates), "rounds": rates,
-                             "train_seconds": statistics.median(m["train_seconds"] for m in runs),
+                             "step_seconds": statistics.median(m["step_seconds"] for m in runs),
                              "rank_cpu_seconds": cpu,
                              # what the workers would do with a free core each: every rank does the same work
                              "tokens_per_rank_cpu_s": runs[0]["masked_tokens"] / cpu})
@@ -96,12 +96,13 @@ def ddp(data: Path, *, device: str = "cpu", workers: tuple[int, ...] = (1, 2), r
 def print_ddp(report: dict) -> None:
     print(f"training throughput on {report['device']} ({report['cpus']} CPUs), one torch thread per worker, "
           f"{Path(report['data']).name}; masked tokens/s of the steps, median of {len(report['rows'][0]['rounds'])} rounds")
-    print("(wall: as measured; per rank CPU: tokens over one rank's CPU seconds, what N workers give with a free core each)")
-    print(f"{'format':<7} {'batch':>5} {'workers':>7} {'steps':>6} {'tokens':>9} | {'wall s':>7} {'tokens/s':>9} "
+    print("(wall: over the steps' seconds; per rank CPU: over one rank's CPU seconds in the steps, what N workers")
+    print(" would reach with a free core each)")
+    print(f"{'format':<7} {'batch':>5} {'workers':>7} {'steps':>6} {'tokens':>9} | {'steps s':>7} {'tokens/s':>9} "
           f"{'speedup':>7} | {'rank CPU s':>10} {'tokens/s':>9} {'speedup':>7}")
     for r in report["rows"]:
         print(f"{r['model_format']:<7} {r['batch_size']:>5} {r['workers']:>7} {r['steps']:>6} {r['masked_tokens']:>9,} | "
-              f"{r['train_seconds']:>7.1f} {r['tokens_per_s']:>9,.0f} {r['speedup_tokens_per_s']:>7.2f} | "
+              f"{r['step_seconds']:>7.1f} {r['tokens_per_s']:>9,.0f} {r['speedup_tokens_per_s']:>7.2f} | "
               f"{r['rank_cpu_seconds']:>10.1f} {r['tokens_per_rank_cpu_s']:>9,.0f} {r['speedup_tokens_per_rank_cpu_s']:>7.2f}")
     before, after = report["load_average"]["before"], report["load_average"]["after"]
     print(f"load average before {before[0]:.2f}, after {after[0]:.2f} (1 min)", flush=True)

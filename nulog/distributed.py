@@ -238,6 +238,7 @@ class Group(World):
 
     def announce_failure(self, message: str) -> None:
         try:
+            self._store.set_timeout(timedelta(seconds=5))  # the store may be gone: do not wait for it long
             self._store.set(f"{_KEY}/failed/{self.rank}", message)
         except Exception:  # noqa: BLE001 - the store may be what failed; the message is still emitted locally
             pass

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from nulog.config import ParseConfig, TrainConfig
 from nulog.protocol import (
     CHECKPOINT_FILE,
+    COMPLETION_INDEX_VAR,
     EXIT_DONE,
     EXIT_FAILED,
     EXIT_USAGE,
@@ -83,7 +84,7 @@ class Reporter:
         """Read before anything can fail, so even a bad rendezvous names the rank it can."""
         try:
             world = int(os.environ.get(WORLD_SIZE_VAR) or 1)
-            rank = int(os.environ.get(RANK_VAR) or os.environ.get("JOB_COMPLETION_INDEX") or 0)
+            rank = int(os.environ.get(RANK_VAR) or os.environ.get(COMPLETION_INDEX_VAR) or 0)
         except ValueError:
             return cls()
         return cls(rank, world)
@@ -263,7 +264,6 @@ def _run_in(scratch: Path, args: JobArgs, device: torch.device, world: World, re
             )
         )
 
-    cpu0 = time.process_time()
     try:
         result = train(lines, config, parse=parse, device=device, arch=arch, resume=resume, world=world,
                        on_progress=progress if world.is_main else None,
@@ -292,9 +292,10 @@ def _run_in(scratch: Path, args: JobArgs, device: torch.device, world: World, re
         "final_loss": result.final_loss,
         "seconds": round(time.monotonic() - t0, 3),
         "train_seconds": round(result.seconds, 3),
-        # this process's CPU time in training (rank 0's; every rank does the same work): on a machine where
-        # other work takes cores, train_seconds grows but this does not
-        "train_cpu_seconds": round(time.process_time() - cpu0, 3),
+        "step_seconds": round(result.step_seconds, 3),
+        # rank 0's CPU time in the steps (every rank does the same work): where other work takes the machine's
+        # cores, step_seconds grows but this does not
+        "step_cpu_seconds": round(result.step_cpu_seconds, 3),
         "device": result.device,
         "workers": world.size,
         "masked_tokens": result.masked_tokens,

@@ -68,6 +68,7 @@ class TrainResult:
     final_loss: float
     seconds: float  # all of it: vocabulary, encoding and steps
     step_seconds: float  # the optimisation steps alone
+    step_cpu_seconds: float  # this process's CPU time in them (other work on the machine does not inflate it)
     masked_tokens: int  # predictions trained on, over all steps
     lines: int
     distinct_lines: int
@@ -383,6 +384,7 @@ def train(
     parse = parse or (resume.parse if resume is not None else ParseConfig())
     model.train()
     t_steps = last_checkpoint = time.monotonic()
+    cpu_steps = time.process_time()
     masked_tokens = done = 0
     loss_sum = torch.zeros((), device=device)  # this epoch's, read back only when reporting
     last_report = time.monotonic()
@@ -435,6 +437,7 @@ def train(
     model.eval()
     return TrainResult(
         checkpoint=checkpoint(step), steps=step, final_loss=final_loss, seconds=time.monotonic() - t0,
-        step_seconds=time.monotonic() - t_steps, masked_tokens=masked_tokens, lines=len(lines),
+        step_seconds=time.monotonic() - t_steps, step_cpu_seconds=time.process_time() - cpu_steps,
+        masked_tokens=masked_tokens, lines=len(lines),
         distinct_lines=len(per_line), sequences=len(keys), device=str(device), start_step=start_step,
     )
