@@ -1,6 +1,6 @@
-"""`python -m bench`: NuLog's speed beside Drain3's (`bench/speed.py`), its grouping accuracy on four LogHub
-samples (`bench/loghub.py`), and the controller's export rate through the Elasticsearch adapter
-(`bench/export_rate.py`).
+"""`python -m bench`: NuLog's speed beside Drain3's (`bench/speed.py`), the training job's throughput on one and
+two workers (`bench/ddp.py`), its grouping accuracy on four LogHub samples (`bench/loghub.py`), and the
+controller's export rate through the Elasticsearch adapter (`bench/export_rate.py`).
 
 Accuracy and speed are measured here, not in the test suite, because they take minutes and depend on the
 machine.
@@ -16,8 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.ddp import ddp, print_ddp
 from bench.loghub import DATASETS, REPO, accuracy, loghub_dir, print_accuracy
-from bench.speed import print_speed, speed
+from bench.speed import print_speed, sample_lines, speed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--skip-ddp", action="store_true", help="skip the training throughput on 1 and 2 workers")
+    p.add_argument("--ddp-lines", type=int, default=100_000, help="sample-log lines the workers train on")
+    p.add_argument("--ddp-rounds", type=int, default=2)
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-export", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -51,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         report["speed"] = speed(data, settings, sizes=sizes, rounds=args.rounds, cache=Path(args.cache))
         if not args.json:
             print_speed(report["speed"])
+
+    if not args.skip_ddp:
+        cache = Path(args.cache)
+        cache.mkdir(parents=True, exist_ok=True)
+        report["ddp"] = ddp(sample_lines(args.ddp_lines, cache), device=args.device if args.device != "auto" else "cpu",
+                            rounds=args.ddp_rounds)
+        if not args.json:
+            print_ddp(report["ddp"])
 
     if not args.skip_accuracy:
         with tempfile.TemporaryDirectory() as tmp:

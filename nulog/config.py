@@ -81,3 +81,21 @@ class ParseConfig(_Dict):
     k: int = 10  # a token predicted within the top k is part of the template
     threshold: float = 0.7  # score below it -> Anomaly
     merge: bool = True  # unify templates that differ only where one has `<*>` (see `parse.TemplateMerger`)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpniConfig(_Dict):
+    """Shape of Opni's NuLog model, as its inference service builds it (`make_model(10000, 10000, N=1,
+    d_model=256, d_ff=256, dropout=0.1, max_len=64)`, 8 heads); `nulog.opni_model` has the sources."""
+
+    vocab_size: int = 10_000
+    max_len: int = 64  # Opni's pad_len: lines are cut to 64 tokens, <CLS> included
+    d_model: int = 256
+    n_heads: int = 8
+    n_layers: int = 1
+    d_ff: int = 256
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        assert self.n_layers == 1, "Opni's model has one encoder layer; the one-pass prediction relies on it"
+        assert self.d_model % self.n_heads == 0

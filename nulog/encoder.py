@@ -47,6 +47,18 @@ class LineEncoder:
     def filters(self) -> str:
         return self.tokenizer.filters
 
+    @property
+    def targets(self) -> np.ndarray:
+        """(V,) bool: the ids the model is trained to predict."""
+        return self.vocab.predicted
+
+    def input_length(self, key: Key, max_len: int) -> int:
+        """Positions of the model's input for this sequence, `<CLS>` included (whitespace and delimiters are
+        left out)."""
+        if not key:
+            return 1
+        return min(len(key) - int(self.vocab.layout[np.asarray(key, dtype=np.int64)].sum()), max_len - 1) + 1
+
     def key(self, line: str) -> Key:
         """The id sequence of a line."""
         return tuple(map(self._id, self.tokenizer.iter_tokens(line)))

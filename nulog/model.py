@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nulog.config import ModelConfig
+from nulog.config import ModelConfig, TrainConfig
+from nulog.optim import AdamW
 from nulog.tokenizer import MASK_ID, PAD_ID, UNK_ID
 
 
@@ -230,3 +231,14 @@ class NuLog(nn.Module):
     def num_params(self) -> int:
         """Parameter count (the tied output layer counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        """The parameters a training step gives a gradient: all of them."""
+        return list(self.parameters())
+
+    def configure_optimizer(self, config: TrainConfig) -> AdamW:
+        """AdamW, with weight decay on matrices and embeddings only."""
+        decay = [p for p in self.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-9)

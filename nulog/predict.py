@@ -25,6 +25,8 @@ from nulog.templates import Parts, TemplateMerger
 
 if TYPE_CHECKING:
     from nulog.model import NuLog
+    from nulog.opni_encoder import OpniEncoder
+    from nulog.opni_model import OpniNuLog
 
 # Lines per inference batch are capped by padded positions and by attention entries (B * H * T * T), so
 # long lines do not blow up memory.
@@ -92,8 +94,8 @@ class Predictor:
 
     def __init__(
         self,
-        model: NuLog,
-        encoder: LineEncoder,
+        model: NuLog | OpniNuLog,
+        encoder: LineEncoder | OpniEncoder,
         config: ParseConfig,
         *,
         cache_size: int = 100_000,
@@ -131,9 +133,8 @@ class Predictor:
     def _batches(self, keys: list[Key]) -> Iterator[list[Key]]:
         """Keys in batches of similar model-input length (whitespace and delimiters are left out), within the caps."""
         max_len, heads = self.model.config.max_len, self.model.config.n_heads
-        layout = self.encoder.vocab.layout
-        lengths = [min(len(k) - int(layout[np.asarray(k, dtype=np.int64)].sum()), max_len - 1) + 1 if k else 1
-                   for k in keys]
+        length = self.encoder.input_length
+        lengths = [length(k, max_len) for k in keys]
         order = sorted(range(len(keys)), key=lengths.__getitem__)
         start = 0
         while start < len(order):

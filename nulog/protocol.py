@@ -12,6 +12,13 @@ field renamed here is renamed for both, and a field changed on one side only fai
     MODEL_FILE, ...    ◄──── <output>/<files> ───  MODEL_FILE, ...
 
 Exit codes: 0 done, 1 the training failed, 2 bad arguments or no usable input.
+
+One training may run as N processes (PyTorch DDP): each gets the same arguments and the rendezvous variables
+below, as `torchrun` sets them (WORLD_SIZE=N, RANK=0..N-1 or, on a Kubernetes Indexed Job,
+JOB_COMPLETION_INDEX, LOCAL_RANK, MASTER_ADDR and MASTER_PORT of rank 0). Rank 0 writes the artifacts and
+checkpoints and emits progress and done events; the other ranks emit stage and error events only, and every
+message of a rank begins "rank R: ". The training succeeded when every rank exited 0; a rank that fails exits
+non-zero with an error event, and so do its peers, promptly, naming it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,13 @@ MODEL_FILE = "nulog_model.pt"
 VOCAB_FILE = "vocab.txt"
 METRICS_FILE = "metrics.json"
 ARTIFACT_FILES = (MODEL_FILE, VOCAB_FILE, METRICS_FILE)
+# With `model_format="opni"`, MODEL_FILE and VOCAB_FILE are in the format of Opni's inference service (what the
+# controller copies to the bucket root), and the same model is also written in this project's own checkpoint
+# format under NATIVE_MODEL_FILE, which the project's scoring and inference load.
+NATIVE_MODEL_FILE = "nulog_native.pt"
+OPNI_ARTIFACT_FILES = (MODEL_FILE, VOCAB_FILE, METRICS_FILE, NATIVE_MODEL_FILE)
+# The training's resumable state (weights, optimizer, step) under JobArgs.checkpoint, written by rank 0.
+CHECKPOINT_FILE = "checkpoint.pt"
 # Where Opni's inference service reads the current model: the models bucket's root.
 LATEST_MODEL_FILE = "nulog_model_latest.pt"
 LATEST_VOCAB_FILE = "vocab.txt"
@@ -47,6 +61,12 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 Device = Literal["auto", "cpu", "cuda"]
+ModelFormat = Literal["nulog", "opni"]
+
+
+def artifact_files(model_format: ModelFormat) -> tuple[str, ...]:
+    """The files a job of this model format writes at its output."""
+    return OPNI_ARTIFACT_FILES if model_format == "opni" else ARTIFACT_FILES
 
 
 class ProtocolError(ValueError):
@@ -64,11 +84,37 @@ class JobArgs(BaseModel):
     job_id: str = Field(min_length=1, description="The controller's id of the job.")
     data: tuple[str, ...] = Field(min_length=1, description="Training data: local paths or s3:// URIs.")
     output: str = Field(min_length=1, description="Where the artifacts go: a directory or an s3:// prefix.")
-    epochs: int | None = Field(default=None, ge=1, description="Training epochs; None: the model's default.")
-    seed: int = Field(default=0, ge=0)
+    epochs: int | None = Field(default=None, ge=1, le=10_000, description="Training epochs; None: the model's default.")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     device: Device = "auto"
-    max_lines: int | None = Field(default=None, ge=1, description="Train on a seeded sample of this many lines.")
-    k: int | None = Field(default=None, ge=1, description="Top-k of template extraction; None: the default.")
+    max_lines: int | None = Field(
+        default=None, ge=1, le=1_000_000_000, description="Train on a seeded sample of this many lines."
+    )
+    k: int | None = Field(default=None, ge=1, le=10_000, description="Top-k of template extraction and scoring; None: the model format's default.")
+    batch_size: int | None = Field(
+        default=None, ge=1, le=65_536,
+        description="Lines drawn per optimisation step over all workers together (the global batch; each worker "
+                    "takes its share); None: the model format's default.",
+    )
+    model_format: ModelFormat = Field(
+        default="nulog",
+        description="nulog: this project's model; opni: Opni's NuLog architecture and files (nulog_model.pt, "
+                    "vocab.txt as Opni's inference service loads them) and the native checkpoint beside them.",
+    )
+    checkpoint: str | None = Field(
+        default=None, min_length=1,
+        description="A directory or s3:// prefix for the resumable training state: written every "
+                    "checkpoint_every_s by rank 0, and resumed from when the job starts again with it.",
+    )
+    checkpoint_every_s: float = Field(default=300.0, ge=1.0, le=86_400.0, description="Seconds between checkpoints.")
+    rendezvous_timeout_s: float = Field(
+        default=600.0, ge=1.0, le=3_600.0,
+        description="With several workers: how long a rank waits for all of them to join.",
+    )
+    peer_timeout_s: float = Field(
+        default=60.0, ge=2.0, le=3_600.0,
+        description="With several workers: a peer silent this long is taken for dead and this rank fails.",
+    )
 
     def to_argv(self) -> list[str]:
         """The command-line arguments that `from_argv` reads back to this value."""

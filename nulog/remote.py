@@ -80,6 +80,31 @@ def download(uri: str, dest_dir: Path | str, *, client: Minio | None = None) -> 
     return dest
 
 
+def upload_file(path: Path | str, uri: str, *, client: Minio | None = None, part_size: int = DEFAULT_PART_SIZE) -> None:
+    """Upload one file to the object `s3://bucket/key` (the bucket is created if it is missing); a reader
+    of the key sees the old object or the new one, never part of it."""
+    bucket, key = split_uri(uri)
+    if not key or key.endswith("/"):
+        raise ValueError(f"{uri!r} names a prefix, not an object")
+    client = client or client_from_env()
+    try:
+        _ensure_bucket(client, bucket)
+        client.fput_object(bucket, key, str(path), part_size=part_size)
+    except S3Error as e:
+        raise RemoteError(f"cannot upload {path} to {uri}: {e.code}: {e.message}") from e
+    except (MinioException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise RemoteError(f"cannot upload {path} to {uri}: {type(e).__name__}: {e}") from e
+
+
+def _ensure_bucket(client: Minio, bucket: str) -> None:
+    if not client.bucket_exists(bucket):
+        try:
+            client.make_bucket(bucket)
+        except S3Error as e:
+            if e.code != "BucketAlreadyOwnedByYou":
+                raise
+
+
 def upload_dir(
     local_dir: Path | str, uri: str, *, client: Minio | None = None, part_size: int = DEFAULT_PART_SIZE
 ) -> list[str]:
@@ -96,12 +121,7 @@ def upload_dir(
     client = client or client_from_env()
     keys: list[str] = []
     try:
-        if not client.bucket_exists(bucket):
-            try:
-                client.make_bucket(bucket)
-            except S3Error as e:
-                if e.code != "BucketAlreadyOwnedByYou":
-                    raise
+        _ensure_bucket(client, bucket)
         for path in files:
             relative = path.relative_to(root).as_posix()
             key = f"{prefix}/{relative}" if prefix else relative

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from nulog.checkpoint import load_checkpoint
+from nulog.checkpoint import load_checkpoint, save_checkpoint
+from nulog.protocol import CHECKPOINT_FILE, JobArgs, ProtocolError
 
-from .conftest import synthetic_lines
+from .conftest import synthetic_lines, train_small
 
 
 def run_job(*args: str) -> tuple[int, list[dict], str]:
@@ -74,3 +75,26 @@ def test_job_with_bad_arguments_reports_an_error_and_exits_2(tmp_path: Path) -> 
 def test_job_with_missing_data_file_names_it(tmp_path: Path) -> None:
     rc, events, _ = run_job("--job-id", "j4", "--data", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path))
     assert rc == 2 and "nope.jsonl" in events[-1]["message"]
+
+
+def test_new_job_arguments_round_trip_and_are_bounded() -> None:
+    args = JobArgs(job_id="j", data=("d",), output="o", batch_size=64, model_format="opni", checkpoint="s3://b/j/ckpt",
+                   checkpoint_every_s=60, rendezvous_timeout_s=120, peer_timeout_s=15)
+    assert JobArgs.from_argv(args.to_argv()) == args
+    base = ["--job-id", "j", "--data", "d", "--output", "o"]
+    for flag, value in (("--batch-size", "0"), ("--batch-size", "100000"), ("--checkpoint-every-s", "0.5"),
+                        ("--peer-timeout-s", "1"), ("--rendezvous-timeout-s", "0"), ("--epochs", "100000"),
+                        ("--model-format", "drain"), ("--k", "0"), ("--seed", "-1")):
+        with pytest.raises(ProtocolError, match=flag):
+            JobArgs.from_argv([*base, flag, value])
+
+
+def test_job_refuses_to_resume_a_checkpoint_of_another_training(windows_file: Path, tmp_path: Path) -> None:
+    other = train_small(synthetic_lines(50, seed=9), epochs=1, min_steps=3)
+    (tmp_path / "ckpt").mkdir()
+    save_checkpoint(tmp_path / "ckpt" / CHECKPOINT_FILE, other.checkpoint)
+    rc, events, _ = run_job("--job-id", "j5", "--data", str(windows_file), "--output", str(tmp_path / "o"),
+                            "--device", "cpu", "--checkpoint", str(tmp_path / "ckpt"))
+    assert rc == 2
+    assert events[-1]["event"] == "error" and "another training" in events[-1]["message"]
+    assert not (tmp_path / "o").exists()
