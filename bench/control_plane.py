@@ -123,6 +123,12 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far, ended threads included (clock ticks of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def ask(
     nc: Any, subject: str, payload: bytes, *, concurrency: int, requests: int, expect: bytes | None, pid: int
 ) -> Run:
@@ -310,6 +316,7 @@ class Rig:
         self.nc: Any = None
         self.bare: subprocess.Popen[str] | None = None
         self.started_wall = 0.0
+        self.startup_cpu = 0.0
 
     async def start(self) -> None:
         import nats
@@ -323,7 +330,8 @@ class Rig:
         self.bare = spawn_bare(self.nats_server.url)
 
     async def start_controller(self) -> float:
-        """Start the controller; seconds from the process's start to its first answer."""
+        """Start the controller; seconds from the process's start to its first answer (and, in
+        `startup_cpu`, the CPU seconds it used until then: what the wait would be on an idle machine)."""
         from training_controller.messages import Subjects
 
         started = time.perf_counter()
@@ -337,7 +345,9 @@ class Rig:
                 raise RuntimeError(f"the controller exited:\n{self.controller.tail()}")
             try:
                 await self.nc.request(Subjects.TRAINING_STATUS, probe, timeout=0.05)
-                return time.perf_counter() - started
+                seconds = time.perf_counter() - started
+                self.startup_cpu = process_cpu_seconds(self.controller.process.pid)
+                return seconds
             except Exception:  # no responder yet, or no answer in time: not up yet
                 await asyncio.sleep(0.005)
         raise RuntimeError(f"the controller did not answer within 120 s:\n{self.controller.tail()}")
@@ -357,6 +367,7 @@ class Rig:
                     found[name] = round(at - self.started_wall, 3)
         if (m := re.search(r"loaded (\d+) job records", start)) is not None:
             found["records"] = int(m.group(1))
+        found["cpu_seconds"] = round(self.startup_cpu, 3)
         return found
 
     async def close(self) -> None:
@@ -503,12 +514,58 @@ async def timed_lag(port: int, seconds: float) -> list[float]:
 # -- the bench ---------------------------------------------------------------------------------------------
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent, CPU ticks of it and of its children it waited for, command line) of every process."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a process that ended meanwhile
+            text = stat.read_text()
+            fields = text.rsplit(")", 1)[1].split()
+            args = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            args = args or f"[{text[text.index('(') + 1:text.rindex(')')]}]"  # a kernel thread: its name
+            found[int(stat.parent.name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), args)
+    return found
+
+
+def busy_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of the machine so far, from /proc/stat."""
+    values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle and iowait
+    return sum(values) - idle, sum(values)
+
+
 def machine() -> dict[str, Any]:
-    """The load average and the busiest processes other than this bench's, for the report."""
-    ps = subprocess.run(
-        ["ps", "-eo", "pid,pcpu,etime,args", "--sort=-pcpu"], capture_output=True, text=True, check=False
-    ).stdout.splitlines()[1:9]
-    return {"load_average": [round(x, 2) for x in os.getloadavg()], "top": [line[:160] for line in ps]}
+    """What the machine is doing now: the load average, and counters to tell later what ran meanwhile."""
+    return {"load_average": [round(x, 2) for x in os.getloadavg()], "processes": processes(), "ticks": busy_ticks()}
+
+
+def meanwhile(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The machine's CPU use between two `machine()` readings: all of it, this bench's share (this process
+    and everything it started), and the other processes that used the most."""
+    busy = after["ticks"][0] - before["ticks"][0]
+    total = after["ticks"][1] - before["ticks"][1]
+    procs = after["processes"]
+    mine = {os.getpid()}
+    while grown := {pid for pid, (parent, _, _) in procs.items() if parent in mine and pid not in mine}:
+        mine |= grown
+    used = []
+    for pid, (_, ticks, args) in procs.items():
+        earlier = before["processes"].get(pid)
+        spent = ticks - (earlier[1] if earlier and earlier[2] == args else 0)
+        used.append((spent, pid, args))
+    ours = sum(spent for spent, pid, _ in used if pid in mine)
+    others = sorted(((spent, pid, args) for spent, pid, args in used if pid not in mine and spent > 0), reverse=True)
+    return {
+        "load_average": {"before": before["load_average"], "after": after["load_average"]},
+        "cpus": os.cpu_count(),
+        "busy_percent": round(100 * busy / total, 1) if total else None,
+        # Of all CPU time there was (every CPU's), the share this bench's processes used.
+        "bench_percent": round(100 * ours / total, 1) if total else None,
+        "others": [{"pid": pid, "cpu_s": round(spent / TICKS, 1), "command": args[:150]} for spent, pid, args in others[:6]],
+    }
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -516,7 +573,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     from training_controller.core.jobs import JobRecord
     from training_controller.http import export_rate
 
-    report: dict[str, Any] = {"machine_before": machine(), "phases": [], "startup": {}}
+    before = machine()
+    report: dict[str, Any] = {"phases": [], "startup": {}}
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     phases = set(args.phases.split(","))
     kw = {"rounds": args.rounds, "requests": args.requests, "concurrencies": concurrencies}
@@ -607,8 +665,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 records.note = f"{starts[-1].get('records')} job records loaded"
                 report["phases"].append(records)
         finally:
-            report["machine_after"] = machine()
             await rig.close()
+            report["meanwhile"] = meanwhile(before, machine())
     return report
 
 
@@ -656,7 +714,8 @@ def print_report(report: dict[str, Any], command: str) -> None:
     for name, s in report["startup"].items():
         flag = "" if name == "1 record" or s["seconds"] < TARGET_STARTUP_S else "  <- target missed"
         detail = "; ".join(
-            f"{x['seconds']:.2f}s (records loaded at {x.get('records loaded', float('nan')):.2f}s)" for x in s.get("starts", [s])
+            f"{x['seconds']:.2f}s (records loaded at {x.get('records loaded', float('nan')):.2f}s, "
+            f"{x['cpu_seconds']:.2f} CPU-s)" for x in s.get("starts", [s])
         )
         print(f"start-up with {name}: {s['seconds']:.3f}s to the first answer (median; {detail}){flag}")
     if "export" in report:
@@ -667,10 +726,13 @@ def print_report(report: dict[str, Any], command: str) -> None:
             f"{e['documents_per_s']:,} documents/s; /healthz round trip meanwhile p50 {lag['p50']:.2f} ms, "
             f"p99 {lag['p99']:.2f} ms, max {lag['max']:.1f} ms ({lag['ticks']} probes)"
         )
-    for when in ("machine_before", "machine_after"):
-        m = report[when]
-        print(f"{when.replace('_', ' ')}: load average {m['load_average']} on {os.cpu_count()} CPUs; busiest processes:")
-        print("\n".join(f"    {line}" for line in m["top"][:5]))
+    m = report["meanwhile"]
+    print(
+        f"meanwhile: load average {m['load_average']['before']} before, {m['load_average']['after']} after, on "
+        f"{m['cpus']} CPUs, busy {m['busy_percent']}% of the time, this bench's processes {m['bench_percent']}%; "
+        "the other processes that used the most CPU:"
+    )
+    print("\n".join(f"    {o['cpu_s']:7.1f} CPU-s  pid {o['pid']}: {o['command']}" for o in m["others"]))
     print("CPU us/req: CPU time of the controller's process / the bare responder's per request (all threads)")
     print("targets (c >= 50): p99 <= 1.5x bare, throughput >= 0.7x bare; start-up with 10k records < 1 s: "
           + ("all met" if not missed and all(s["seconds"] < TARGET_STARTUP_S for n, s in report["startup"].items() if n != "1 record") else f"missed: {', '.join(missed) or 'start-up'}"))
