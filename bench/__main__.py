@@ -1,6 +1,8 @@
 """`python -m bench`: NuLog's speed beside Drain3's (`bench/speed.py`), the training job's throughput on one and
-two workers (`bench/ddp.py`), its grouping accuracy on four LogHub samples (`bench/loghub.py`), and the
-controller's export rate through the Elasticsearch adapter (`bench/export_rate.py`).
+two workers (`bench/ddp.py`), its grouping accuracy on four LogHub samples (`bench/loghub.py`), the controller's
+export rate through the Elasticsearch adapter (`bench/export_rate.py`), and its request/reply answers beside a
+bare nats-py responder's while idle, training, exporting and with 10,000 past records, with its start-up time
+(`bench/control_plane.py`).
 
 Accuracy and speed are measured here, not in the test suite, because they take minutes and depend on the
 machine.
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ddp-rounds", type=int, default=2)
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-export", action="store_true")
+    p.add_argument("--skip-control-plane", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--keep", default=None, help="write the structured CSVs here instead of a temporary folder")
     args = p.parse_args(argv)
@@ -84,6 +87,19 @@ def main(argv: list[str] | None = None) -> int:
             report["export"] = json.loads(first)
             if not args.json:
                 print("\nexport through the Elasticsearch adapter (fake server in its own process)")
+                print("\n".join(f"  {line}" for line in human))
+    if not args.skip_control_plane:
+        # In processes of its own too: the controller, the bare responder, and the client that asks them.
+        control = subprocess.run(
+            [sys.executable, "-m", "bench.control_plane"], cwd=REPO, capture_output=True, text=True, check=False
+        )
+        if control.returncode != 0:
+            print(f"control-plane benchmark failed: {control.stderr.strip()[-500:]}", file=sys.stderr)
+        else:
+            first, *human = control.stdout.strip().splitlines()
+            report["control_plane"] = json.loads(first)
+            if not args.json:
+                print("\ncontrol plane: the controller's request/reply answers beside a bare nats-py responder's")
                 print("\n".join(f"  {line}" for line in human))
     if args.json:
         print(json.dumps(report, indent=2))

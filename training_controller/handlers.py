@@ -11,6 +11,7 @@ from training_controller.bus import Route
 from training_controller.core.controller import TrainingController
 from training_controller.core.errors import InvalidRequest
 from training_controller.core.intake import Origin, request_hash
+from training_controller.core.jobs import JobRecord
 from training_controller.messages import (
     CONTROLLER_HEADER,
     JOB_END,
@@ -34,12 +35,40 @@ TRAIN_STREAM = "TRAINING_REQUESTS"
 TRAIN_CONSUMER = "training-controller"
 
 
+class RecordJson:
+    """The JSON of job records as replies carry them, made once per record rather than once per request.
+
+    Writing a whole record out (its history, query, parameters, artifacts, progress) cost more than all the
+    rest of answering `training_status` together (45 us of CPU a request against 9 for a bare responder). A
+    record is an immutable value that the store replaces on every change, so the bytes made for the stored
+    record stay right until it is replaced, and `is` tells when it was. Bounded: the least recently made go
+    first, so records forgotten by the retention do not stay here for long.
+    """
+
+    def __init__(self, *, size: int = 1024) -> None:
+        self._size = size
+        self._made: dict[str, tuple[JobRecord, bytes]] = {}
+
+    def __call__(self, record: JobRecord) -> bytes:
+        made = self._made.get(record.job_id)
+        if made is not None and made[0] is record:
+            return made[1]
+        if made is not None:
+            del self._made[record.job_id]
+        elif len(self._made) >= self._size:
+            del self._made[next(iter(self._made))]
+        data = record.model_dump_json().encode()
+        self._made[record.job_id] = (record, data)
+        return data
+
+
 class Handlers:
     """The service's request handlers."""
 
     def __init__(self, controller: TrainingController, *, instance: str) -> None:
         self.controller = controller
         self.instance = instance
+        self._record_json = RecordJson()
 
     # -- train: answered directly when it is a request; stored and trained from the stream ---------------
 
@@ -134,9 +163,11 @@ class Handlers:
 
     # -- jobs for people -----------------------------------------------------------------------------------
 
-    async def training_status(self, request: JobRequest, msg: Msg) -> dict:
+    async def training_status(self, request: JobRequest, msg: Msg) -> bytes:
         record = await self.controller.get_job(request.job_id)
-        return {**record.to_json(), "queue_position": await self.controller.queue_position(record.job_id)}
+        position = await self.controller.queue_position(record.job_id)
+        # The record's JSON object, with its place in the queue added as the last member.
+        return self._record_json(record)[:-1] + b',"queue_position":%d}' % position
 
     async def training_jobs(self, request: JobsRequest, msg: Msg) -> JobsPage:
         records = await self.controller.list_jobs(phase=request.status, limit=request.limit, before_seq=request.before)

@@ -167,8 +167,10 @@ def test_encode_error_reply_round_trips():
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ({"a": 1, "b": [True, None]}, b'{"a": 1, "b": [true, null]}'),
-        ([1, "x"], b'[1, "x"]'),
+        # Compact UTF-8 JSON, as pydantic writes the models.
+        ({"a": 1, "b": [True, None]}, b'{"a":1,"b":[true,null]}'),
+        ([1, "x"], b'[1,"x"]'),
+        ({"caf\u00e9": ["\u00fc"]}, '{"caf\u00e9":["\u00fc"]}'.encode()),
         ("JobStart", b"JobStart"),
         ("caf\u00e9", "caf\u00e9".encode()),
         (b"\x00raw", b"\x00raw"),

@@ -13,12 +13,15 @@ current with what others write, such as the gateway's `modelTrainingParameters`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 
 from training_controller.bus import Bus, translated
 from training_controller.core.errors import StateUnavailable
@@ -50,7 +53,7 @@ VALUE_BUCKETS = (CONTROLLER_BUCKET, PARAMETERS_BUCKET, STATISTICS_BUCKET)
 class NatsKVStateStore(StateStore):
     """Job records and values in JetStream KV."""
 
-    def __init__(self, buckets: dict[str, KeyValue], *, bus: Bus | None = None) -> None:
+    def __init__(self, buckets: dict[str, KeyValue], *, bus: Bus) -> None:
         super().__init__()
         self._buckets = buckets
         self._jobs = buckets[JOBS_BUCKET]
@@ -63,7 +66,7 @@ class NatsKVStateStore(StateStore):
         store = cls({name: await bus.key_value(name, description=DESCRIPTIONS[name]) for name in names}, bus=bus)
         await store._load_records()
         for name in VALUE_BUCKETS:
-            await store._read_values(store._buckets[name])
+            await store._read_values(name)
         return store
 
     def _value_buckets(self) -> list[KeyValue]:
@@ -71,20 +74,30 @@ class NatsKVStateStore(StateStore):
 
     async def _load_records(self) -> None:
         """Every record, from the last message per key of the jobs bucket, in one pass."""
+        entries = await _latest(self._bus.js, JOBS_BUCKET)
         bad = 0
-        async for key, value in _latest(self._jobs):
-            if key == _SEQ_KEY or not value:
-                continue
-            try:
-                self.index.put(JobRecord.model_validate_json(value))
-            except ValueError:  # a record this version cannot read: keep going, say so once
-                bad += 1
+        # The records are thousands of small acyclic objects each, all long-lived: while they are made, the
+        # cyclic collector would walk the growing heap again and again for nothing (4x the parse time: 1.2 s
+        # against 0.3 s for 10,000 records). Reference counting frees them as before when they are replaced.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for key, value in entries:
+                if key == _SEQ_KEY or not value:
+                    continue
+                try:
+                    self.index.put(JobRecord.model_validate_json(value))
+                except ValueError:  # a record this version cannot read: keep going, say so once
+                    bad += 1
+        finally:
+            if collecting:
+                gc.enable()
         if bad:
             log.error("%d job records in bucket %s could not be read and were left out", bad, JOBS_BUCKET)
         log.info("loaded %d job records", len(self.index))
 
-    async def _read_values(self, bucket: KeyValue) -> None:
-        async for key, value in _latest(bucket):
+    async def _read_values(self, bucket: str) -> None:
+        for key, value in await _latest(self._bus.js, bucket):
             self._values[key] = _decode(key, value)
 
     async def watch(self) -> None:
@@ -138,7 +151,7 @@ class NatsKVStateStore(StateStore):
             return await self._jobs.put(_SEQ_KEY, b"")
 
     async def ping(self) -> bool:
-        return self._bus is None or self._bus.connected
+        return self._bus.connected
 
 
 def _decode(key: str, value: bytes | None) -> Any:
@@ -152,18 +165,46 @@ def _decode(key: str, value: bytes | None) -> Any:
         return value.decode(errors="replace")
 
 
-async def _latest(bucket: KeyValue):
-    """(key, value) of the latest entry of every key of a bucket, deleted keys left out."""
-    try:
-        watcher = await bucket.watchall(ignore_deletes=True)
-    except KeyNotFoundError:
-        return
-    try:
-        async for entry in watcher:
-            if entry is None:
-                return
-            yield entry.key, entry.value
-            if entry.delta == 0:
-                return
-    finally:
-        await watcher.stop()
+async def _latest(js: JetStreamContext, bucket: str) -> list[tuple[str, bytes]]:
+    """(key, value) of the latest entry of every key of a bucket, deleted keys left out, in one pass of an
+    ordered consumer.
+
+    Each message is taken as it arrives, in the subscription's callback, and counted: the consumer's info,
+    read once it exists, says how many there are. nats-py's KeyWatcher would also parse each message's
+    metadata and make an entry object of it, handed over through a queue of 256, which together cost as much
+    again as the message itself (0.2 s for 10,000 records at start-up, against 0.1).
+    """
+    prefix = f"$KV.{bucket}."
+    latest: dict[str, bytes] = {}
+    taken = 0
+    expected: int | None = None
+    done = asyncio.get_running_loop().create_future()
+
+    async def take(msg: Msg) -> None:
+        nonlocal taken
+        key = msg.subject[len(prefix) :]
+        headers = msg.headers
+        # A delete, a purge, or (nats-server 2.11+) a marker the server left where a key expired.
+        if headers and (headers.get(KV_OP) in (KV_DEL, KV_PURGE) or KV_MARKER_REASON in headers):
+            latest.pop(key, None)
+        else:
+            latest[key] = msg.data
+        taken += 1
+        if expected is not None and taken >= expected and not done.done():
+            done.set_result(None)
+
+    with translated(StateUnavailable, f"reading bucket {bucket}"):
+        sub = await js.subscribe(
+            f"{prefix}>", stream=f"KV_{bucket}", cb=take, ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        )
+        try:
+            info = await sub.consumer_info()
+            # Delivered so far and still to deliver, by the server's count: one message per key (and later
+            # writes, which come after these and need no waiting for).
+            expected = info.delivered.consumer_seq + info.num_pending
+            if taken < expected:
+                await done
+        finally:
+            await sub.unsubscribe()
+    return list(latest.items())
