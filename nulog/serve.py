@@ -29,14 +29,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
 from nulog.objectstore import MinioConfig
 from nulog.predict import LineResult, LRUCache
-from nulog.protocol import LATEST_MODEL_FILE
+from nulog.protocol import LATEST_MODEL_FILE, VOCAB_FILE
 from training_controller.core.masking import mask
 from training_controller.messages import (
     WORKER_READY_LINE,
@@ -119,7 +119,14 @@ class ModelSource:
         if self._client is None:
             self._client = self._config.minio.client()
         dest = self._scratch / hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()[:16]
-        return remote.download(f"s3://{bucket}/{key}", dest, client=self._client)
+        model = remote.download(f"s3://{bucket}/{key}", dest, client=self._client)
+        # A model in Opni's files needs the vocab.txt beside it (this project's checkpoints carry their own).
+        (dest / VOCAB_FILE).unlink(missing_ok=True)  # never one left from an earlier model
+        try:
+            remote.download(f"s3://{bucket}/{PurePosixPath(key).with_name(VOCAB_FILE)}", dest, client=self._client)
+        except FileNotFoundError:
+            pass
+        return model
 
 
 @dataclass

@@ -176,6 +176,14 @@ class TrainingSettings(_Section):
     seed: int = Field(default=0, alias="train_seed", ge=0)
     max_lines: int | None = Field(default=None, alias="train_max_lines", ge=1, description="Lines the model trains on.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", alias="train_device")
+    model_format: Literal["nulog", "opni"] = Field(
+        default="nulog", alias="train_model_format",
+        description="nulog: this project's model; opni: Opni's NuLog and files, for Opni's inference service.",
+    )
+    checkpoint_seconds: float = Field(
+        default=300.0, alias="train_checkpoint_seconds", ge=1, le=86_400,
+        description="How often a training writes its resumable state to the store.",
+    )
     window_seconds: int = Field(default=60, alias="window_seconds", ge=1, le=86_400, description="Training-data window.")
     max_documents: int | None = Field(default=None, alias="max_documents", ge=1, description="Cap per training.")
     gpu_reset_seconds: float = Field(
@@ -360,7 +368,7 @@ class Settings(_Section):
         t = self.training
         nulog = nulog_trainer(
             epochs=t.epochs, seed=t.seed, max_lines=t.max_lines, device=t.device, max_workers=t.max_workers,
-            gpus=self.launch.kubernetes.gpu_count,
+            gpus=self.launch.kubernetes.gpu_count, model_format=t.model_format,
         )
         return Catalogue.load(t.trainers, nulog=nulog)
 

@@ -198,8 +198,11 @@ async def test_launcher_gets_the_trainer_arguments_of_the_job(harness: Harness):
     assert spec.args.output == harness.store.uri("opni-nulog-models-archive", record.job_id)
     assert (spec.args.epochs, spec.args.seed, spec.args.max_lines, spec.args.device) == (2, 5, 1000, "cpu")
     assert record.parameters == {
-        "workers": 1, "epochs": 2, "batch_size": None, "seed": 5, "max_lines": 1000, "k": None, "device": "cpu"
+        "workers": 1, "epochs": 2, "batch_size": None, "seed": 5, "max_lines": 1000, "k": None, "device": "cpu",
+        "model_format": "nulog",
     }
+    assert spec.args.model_format == "nulog"
+    assert spec.args.checkpoint == harness.store.uri("opni-nulog-models-archive", f"{record.job_id}/checkpoint")
     assert record.window_seconds == 60
 
 

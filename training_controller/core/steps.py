@@ -21,6 +21,9 @@ from training_controller.core.ports import Finished, JobSpec, StillRunning, Trai
 from training_controller.core.settle import copy_to_current
 from training_controller.core.trainers import WORKERS
 
+# Under the job's folder of the archive bucket: its resumable training state.
+CHECKPOINT_DIR = "checkpoint"
+
 
 class Steps:
     """What moves a job from one phase to the next."""
@@ -64,7 +67,9 @@ class Steps:
 
     def spec(self, record: JobRecord) -> JobSpec:
         """The launcher's spec: the contract's arguments from the parameters in force; a parameter the
-        contract has no argument for goes to the trainer as `--<name> <value>`."""
+        contract has no argument for goes to the trainer as `--<name> <value>`. The training's checkpoints go
+        beside its artifacts, so that a worker started again (a pod moved off a drained node, a relaunch after a
+        controller restart) resumes from the last one."""
         assert record.training_data is not None
         trainer = self._c.trainer(record)
         params = {k: v for k, v in record.parameters.items() if v is not None and k != WORKERS}
@@ -73,6 +78,8 @@ class Steps:
             job_id=record.job_id,
             data=(self._c.store.uri(record.training_data.bucket, record.training_data.data),),
             output=self._c.store.uri(self._c.buckets.archive_bucket, record.job_id),
+            checkpoint=self._c.store.uri(self._c.buckets.archive_bucket, f"{record.job_id}/{CHECKPOINT_DIR}"),
+            checkpoint_every_s=self._c.training.checkpoint_seconds,
             **known,
         )
         extra = tuple(a for k, v in params.items() if k not in known for a in (f"--{k.replace('_', '-')}", str(v)))

@@ -134,7 +134,7 @@ def _workers_spec(max_workers: int) -> ParameterSpec:
 
 
 # The parameters of the built-in NuLog trainer that map onto the trainer contract's arguments.
-NULOG_ARGUMENTS = ("epochs", "batch_size", "seed", "max_lines", "k", "device")
+NULOG_ARGUMENTS = ("epochs", "batch_size", "seed", "max_lines", "k", "device", "model_format")
 
 
 class Catalogue(BaseModel):
@@ -176,7 +176,9 @@ class Catalogue(BaseModel):
         return cls(trainers=trainers)
 
 
-def nulog_trainer(*, epochs: int, seed: int, max_lines: int | None, device: str, max_workers: int, gpus: int) -> TrainerSpec:
+def nulog_trainer(
+    *, epochs: int, seed: int, max_lines: int | None, device: str, max_workers: int, gpus: int, model_format: str = "nulog"
+) -> TrainerSpec:
     """The built-in NuLog trainer, with the training settings as its defaults and the contract's bounds."""
     return TrainerSpec(
         gpus=gpus,
@@ -188,5 +190,9 @@ def nulog_trainer(*, epochs: int, seed: int, max_lines: int | None, device: str,
             "max_lines": ParameterSpec(type="int", default=max_lines, minimum=1, description="Train on a sample of this many lines."),
             "k": ParameterSpec(type="int", default=None, minimum=1, maximum=1000, description="Top-k of templates and scores."),
             "device": ParameterSpec(type="str", default=device, choices=("auto", "cpu", "cuda"), description="Where to train."),
+            "model_format": ParameterSpec(
+                type="str", default=model_format, choices=("nulog", "opni"),
+                description="nulog: this project's model; opni: Opni's NuLog and files.",
+            ),
         },
     )
