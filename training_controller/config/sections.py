@@ -18,6 +18,11 @@ from nulog.objectstore import MinioConfig
 from training_controller.config.tokens import ApiToken, parse_api_tokens
 
 
+def _seconds(default: float, env: str, what: str | None = None) -> Any:
+    """A duration in seconds, read from `env`: any positive number."""
+    return Field(default=default, alias=env, gt=0, description=what)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
 
@@ -100,13 +105,13 @@ class KubernetesSettings(_Section):
     image_pull_policy: str | None = Field(default=None, alias="train_image_pull_policy")
     resource_requests: dict[str, str] = Field(default_factory=dict, alias="train_resource_requests")
     run_as_user: int = Field(default=10001, alias="train_run_as_user", description="The trainer image's user.")
-    request_timeout_seconds: float = Field(default=30.0, alias="kube_request_timeout_seconds", gt=0)
+    request_timeout_seconds: float = _seconds(30.0, "kube_request_timeout_seconds")
     watch_timeout_seconds: int = Field(default=300, alias="kube_watch_timeout_seconds", ge=1)
-    poll_seconds: float = Field(default=2.0, alias="kube_poll_seconds", gt=0)
+    poll_seconds: float = _seconds(2.0, "kube_poll_seconds")
     log_drain_seconds: float = Field(default=30.0, alias="kube_log_drain_seconds", ge=0)
-    cancel_timeout_seconds: float = Field(
-        default=120.0, alias="kube_cancel_timeout_seconds", gt=0,
-        description="How long a cancel waits for the training's pods to stop before it reports a temporary error.",
+    cancel_timeout_seconds: float = _seconds(
+        120.0, "kube_cancel_timeout_seconds",
+        "How long a cancel waits for the training's pods to stop before it reports a temporary error.",
     )
     minio_ca_secret: str | None = Field(
         default=None, alias="minio_ca_secret",
@@ -143,8 +148,9 @@ class LauncherSettings(_Section):
     )
     local_jobs_dir: Path | None = Field(default=None, alias="local_jobs_dir", description="local: the jobs' files.")
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
-    cancel_grace_seconds: float = Field(
-        default=10.0, alias="cancel_grace_seconds", gt=0, description="How long a cancelled trainer may take to stop."
+    cancel_grace_seconds: float = _seconds(
+        10.0, "cancel_grace_seconds",
+        "How long a cancelled trainer may take to stop.",
     )
 
 
@@ -165,21 +171,22 @@ class TrainingSettings(_Section):
     )
     window_seconds: int = Field(default=60, alias="window_seconds", ge=1, le=86_400, description="Training-data window.")
     max_documents: int | None = Field(default=None, alias="max_documents", ge=1, description="Cap per training.")
-    gpu_reset_seconds: float = Field(
-        default=3600, alias="gpu_training_reset_time", gt=0,
-        description="Seconds after which an external JobStart without JobEnd stops counting.",
+    gpu_reset_seconds: float = _seconds(
+        3600, "gpu_training_reset_time",
+        "Seconds after which an external JobStart without JobEnd stops counting.",
     )
-    gpu_service_check_seconds: float = Field(
-        default=2.0, alias="gpu_service_check_seconds", gt=0,
-        description="How often the GPU inference service is asked whether it runs (gpu_service_running).",
+    gpu_service_check_seconds: float = _seconds(
+        2.0, "gpu_service_check_seconds",
+        "How often the GPU inference service is asked whether it runs (gpu_service_running).",
     )
-    gpu_service_timeout_seconds: float = Field(
-        default=1.0, alias="gpu_service_timeout_seconds", gt=0, description="How long it may take to answer."
+    gpu_service_timeout_seconds: float = _seconds(
+        1.0, "gpu_service_timeout_seconds",
+        "How long it may take to answer.",
     )
     workload_lookback_seconds: int = Field(default=3600, alias="workload_lookback_seconds", ge=60)
-    job_deadline_seconds: float = Field(
-        default=86_400, alias="job_deadline_seconds", gt=0,
-        description="How long temporary failures of a job's backends are retried before the job fails.",
+    job_deadline_seconds: float = _seconds(
+        86_400, "job_deadline_seconds",
+        "How long temporary failures of a job's backends are retried before the job fails.",
     )
     progress_save_seconds: float = Field(default=2.0, alias="progress_save_seconds", ge=0)
     retention_count: int = Field(
@@ -188,7 +195,7 @@ class TrainingSettings(_Section):
     retention_days: float = Field(
         default=30.0, alias="job_retention_days", gt=0, description="Ended job records older than this are forgotten."
     )
-    retry_max_seconds: float = Field(default=30.0, alias="retry_max_seconds", gt=0, description="Longest retry delay.")
+    retry_max_seconds: float = _seconds(30.0, "retry_max_seconds", "Longest retry delay.")
     export_in_process: bool = Field(
         default=False, alias="export_in_process",
         description="Export in a thread of the controller instead of a child process (debugging only).",
@@ -217,9 +224,9 @@ class HttpSettings(_Section):
         default=1 << 20, alias="api_max_body_bytes", ge=1024, le=64 << 20,
         description="Largest request body; a larger one is refused with 413.",
     )
-    api_events_max_age_seconds: float = Field(
-        default=7 * 86_400.0, alias="api_events_max_age_seconds", gt=0,
-        description="How long the training events stream keeps a job's events for /events to replay.",
+    api_events_max_age_seconds: float = _seconds(
+        7 * 86_400.0, "api_events_max_age_seconds",
+        "How long the training events stream keeps a job's events for /events to replay.",
     )
     inference_worker: Literal["auto", "child", "external"] = Field(
         default="auto", alias="inference_worker",
@@ -250,11 +257,12 @@ class HealthSettings(_Section):
         default=5, alias="task_restart_budget", ge=1,
         description="Crashes of one supervised task within the window after which /healthz fails.",
     )
-    restart_window_seconds: float = Field(default=300.0, alias="task_restart_window_seconds", gt=0)
-    task_down_seconds: float = Field(
-        default=60.0, alias="task_down_seconds", gt=0, description="A task down this long makes /healthz fail."
+    restart_window_seconds: float = _seconds(300.0, "task_restart_window_seconds")
+    task_down_seconds: float = _seconds(
+        60.0, "task_down_seconds",
+        "A task down this long makes /healthz fail.",
     )
-    worker_stall_seconds: float = Field(
-        default=3600.0, alias="worker_stall_seconds", gt=0,
-        description="A worker with no progress on a job for this long makes /healthz fail.",
+    worker_stall_seconds: float = _seconds(
+        3600.0, "worker_stall_seconds",
+        "A worker with no progress on a job for this long makes /healthz fail.",
     )

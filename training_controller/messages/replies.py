@@ -10,14 +10,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from training_controller.core.jobs import JobPhase
 
 JobId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$", description="A job id.")]
+# What a queued training is told, over NATS (TrainAccepted) and over HTTP (the API's TrainingCreated).
+Queued = Literal["queued"]
+QueuePosition = Annotated[int, Field(description="How many jobs run before this one.")]
 
 
 class TrainAccepted(BaseModel):
     """The reply to an accepted `train` request."""
 
     job_id: str = Field(description="The id of the new training job.")
-    status: Literal["queued"] = "queued"
-    queue_position: int = Field(description="How many jobs run before this one.")
+    status: Queued = "queued"
+    queue_position: QueuePosition
 
 
 class ErrorReply(BaseModel):
