@@ -37,19 +37,9 @@ def build_log_source(settings: LogSourceSettings) -> LogSource:
         from training_controller.adapters.logs.opensearch import OpenSearchLogSource
 
         source = ElasticsearchLogSource if settings.kind == "elasticsearch" else OpenSearchLogSource
-        return source(
-            es.endpoint,
-            username=es.username,
-            password=es.password,
-            api_key=es.api_key,
-            ca_certs=str(es.ca_certs) if es.ca_certs else None,
-            verify_certs=es.verify_certs,
-            index=es.index,
-            timestamp_field=es.timestamp_field,
-            timestamp_unit=es.timestamp_unit,
-            keyword_suffix=es.keyword_suffix,
-            page_size=es.page_size,
-        )
+        # Every other Elasticsearch setting is an option of the source, by the same name.
+        options = es.model_dump(exclude={"endpoint", "ca_certs"})
+        return source(es.endpoint, ca_certs=str(es.ca_certs) if es.ca_certs else None, **options)
     assert settings.kind == "files" and settings.files_dir is not None
     return FilesLogSource(settings.files_dir)
 
@@ -185,13 +175,7 @@ class Service:
                 exporter=given.exporter or build_exporter(settings, source, store),
             )
             controller = TrainingController(
-                source=ports.source,
-                store=ports.store,
-                launcher=ports.launcher,
-                state=ports.state,
-                events=ports.events,
-                exporter=ports.exporter,
-                gpu_service=ports.gpu_service,
+                **vars(ports),  # every port, by its name
                 training=settings.training,
                 buckets=settings.store,
                 catalogue=settings.catalogue(),

@@ -60,7 +60,7 @@ class Api:
             events=self.events,
             inference=InferenceClient(bus, timeout=http.predict_timeout_seconds, worker=worker),
             lookback_seconds=settings.training.workload_lookback_seconds,
-            openapi=functools.cache(document),
+            openapi_spec=functools.cache(document),
             stopping=self._stopping,
         )
         self._operations = {(op.method, op.url): op for op in OPERATIONS}

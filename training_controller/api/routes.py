@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from aiohttp import web
@@ -134,25 +134,17 @@ def model_view(info: ModelInfo) -> ModelView:
     return ModelView(**info.to_json(), held_out_score=held_out_score(info.metrics))
 
 
+@dataclass
 class Routes:
     """The handlers of /api/v1."""
 
-    def __init__(
-        self,
-        controller: TrainingController,
-        *,
-        events: TrainingEvents,
-        inference: InferenceClient,
-        lookback_seconds: int,
-        openapi: Any,
-        stopping: asyncio.Event,
-    ) -> None:
-        self.controller = controller
-        self.events = events
-        self.inference = inference
-        self.lookback_seconds = lookback_seconds
-        self._openapi = openapi
-        self._stopping = stopping
+    controller: TrainingController
+    _: KW_ONLY
+    events: TrainingEvents
+    inference: InferenceClient
+    lookback_seconds: int
+    openapi_spec: Any  # () -> the OpenAPI document
+    stopping: asyncio.Event
 
     async def training(self, record: JobRecord) -> Training:
         queued = STATE_OF_PHASE[record.phase] == "pending"
@@ -212,7 +204,7 @@ class Routes:
     async def training_events(self, request: web.Request) -> web.StreamResponse:
         job_id = job_id_of(request)
         return await self.events.respond(
-            request, job_id, record=lambda: self.controller.get_job(job_id), stopping=self._stopping
+            request, job_id, record=lambda: self.controller.get_job(job_id), stopping=self.stopping
         )
 
     async def list_models(self, request: web.Request) -> web.Response:
@@ -234,5 +226,5 @@ class Routes:
         return reply(await self.inference.predict(body))
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(self._openapi())
+        return web.json_response(self.openapi_spec())
 

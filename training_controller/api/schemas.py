@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from training_controller.core.jobs import JobPhase, JobRecord
 from training_controller.messages import MAX_INTERVALS, TimeInterval, WorkloadMap
+from training_controller.messages.replies import Queued, QueuePosition
 
 State = Literal["pending", "running", "completed", "failed", "cancelled"]
 
@@ -61,8 +62,8 @@ class TrainingCreated(BaseModel):
     """A training was queued."""
 
     runId: str = Field(description="The job's id.")
-    status: Literal["queued"] = "queued"
-    queue_position: int = Field(description="How many jobs run before this one.")
+    status: Queued = "queued"
+    queue_position: QueuePosition
 
 
 class Training(BaseModel):

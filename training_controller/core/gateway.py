@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -29,19 +30,16 @@ LAST_MODEL_KEY = "lastModelTrained"
 Workloads = dict[str, dict[str, list[str]]]
 
 
+@dataclass(kw_only=True)
 class Gateway:
     """What the gateway asks of the controller, and the KV keys it reads."""
 
-    def __init__(
-        self, *, book: JobBook, intake: Intake, state: StateStore, events: Events, gpu: GpuArbiter,
-        training: TrainingSettings,
-    ) -> None:
-        self._book = book
-        self._intake = intake
-        self._state = state
-        self._events = events
-        self._gpu = gpu
-        self._training = training
+    book: JobBook
+    intake: Intake
+    state: StateStore
+    events: Events
+    gpu: GpuArbiter
+    training: TrainingSettings
 
     async def train_workloads(self, workloads: Workloads, *, uuid: str | None, requested_by: str) -> str:
         """`train_model`: train if the workloads hold something the last model did not.
@@ -50,63 +48,63 @@ class Gateway:
         watchlist is kept in the gateway's shape, `{"uuid", "workloads"}`, under `modelTrainingParameters`
         (the gateway wrote the same just before asking; an older gateway did not).
         """
-        await self._state.put_value(PARAMETERS_KEY, {"uuid": uuid or uuid4().hex, "workloads": workloads})
+        await self.state.put_value(PARAMETERS_KEY, {"uuid": uuid or uuid4().hex, "workloads": workloads})
         if not workloads:
             await self.reset_model()
             return "reset"
         if covers(await self.last_workloads(), workloads):
-            await self._events.workload_parameters(workloads, "update")
+            await self.events.workload_parameters(workloads, "update")
             return "update"
         now_ns = time.time_ns()
         query = LogQuery(
-            intervals=(Interval(start_ns=now_ns - self._training.workload_lookback_seconds * 10**9, end_ns=now_ns),),
+            intervals=(Interval(start_ns=now_ns - self.training.workload_lookback_seconds * 10**9, end_ns=now_ns),),
             workloads=workload_filters(workloads),
             exclude_anomalies=True,
             exclude_keywords=ANOMALY_KEYWORDS,
         )
-        record, _ = await self._intake.submit(query, request={"workloads": workloads}, requested_by=requested_by)
+        record, _ = await self.intake.submit(query, request={"workloads": workloads}, requested_by=requested_by)
         await self.publish_status(record)
-        await self._events.workload_parameters(workloads, "train")
+        await self.events.workload_parameters(workloads, "train")
         return "train"
 
     async def reset_model(self) -> None:
         """Forget the last trained model; the watchlist is empty already."""
-        await self._state.put_value(LAST_MODEL_KEY, None)
-        await self._state.put_value(TRAINING_STATUS_KEY, NO_MODEL_STATUS)
-        await self._events.model_update("reset")
-        await self._events.workload_parameters({}, "reset")
+        await self.state.put_value(LAST_MODEL_KEY, None)
+        await self.state.put_value(TRAINING_STATUS_KEY, NO_MODEL_STATUS)
+        await self.events.model_update("reset")
+        await self.events.workload_parameters({}, "reset")
         log.info("model reset: workloads and last trained model forgotten")
 
     async def model_status(self) -> str:
         """`model_status`: `training` while a job is under way or queued, or an external trainer holds the
         GPU (Opni counts every JobStart); else `completed` once a model was trained, or `not started`."""
-        if self._book.index.pending_count() or self._gpu.external_busy():
+        if self.book.index.pending_count() or self.gpu.external_busy():
             return "training"
-        return "completed" if await self._state.get_value(LAST_MODEL_KEY) else "not started"
+        return "completed" if await self.state.get_value(LAST_MODEL_KEY) else "not started"
 
     async def watched_workloads(self) -> dict[str, Any]:
         """`workload_parameters`: the watchlist last submitted (with train_model, by us or the gateway)."""
-        value = await self._state.get_value(PARAMETERS_KEY) or {}
+        value = await self.state.get_value(PARAMETERS_KEY) or {}
         if isinstance(value, dict) and set(value) <= {"uuid", "workloads"}:
             return value.get("workloads") or {}
         return value if isinstance(value, dict) else {}  # an older gateway's bare map
 
     async def last_workloads(self) -> dict[str, Any]:
         """The workloads the last trained model was trained on."""
-        return (await self._state.get_value(LAST_MODEL_KEY) or {}).get("workloads") or {}
+        return (await self.state.get_value(LAST_MODEL_KEY) or {}).get("workloads") or {}
 
     async def last_model(self) -> dict[str, Any] | None:
         """`{job_id, workloads, at}` of the last model trained (or promoted), or None."""
-        return await self._state.get_value(LAST_MODEL_KEY)
+        return await self.state.get_value(LAST_MODEL_KEY)
 
     async def model_trained(self, record: JobRecord) -> None:
         """Remember the model of a succeeded job as the last one trained."""
         value = {"job_id": record.job_id, "workloads": record.request.get("workloads") or {}, "at": record.finished_at}
-        await self._state.put_value(LAST_MODEL_KEY, value)
+        await self.state.put_value(LAST_MODEL_KEY, value)
 
     async def publish_status(self, record: JobRecord) -> None:
         """Keep `modelTrainingStatus` at the job's phase and progress."""
-        await self._state.put_value(TRAINING_STATUS_KEY, training_status(record))
+        await self.state.put_value(TRAINING_STATUS_KEY, training_status(record))
 
 
 NO_MODEL_STATUS = {"status": "no model trained"}

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import datetime
+from typing import NamedTuple
 
 from training_controller.demo.samples.common import NS_PER_US, Pod, random_hex, random_uuid, utc
 
 # --- 4. payment-service (Spring Boot) --------------------------------------------------------------------
+
+_CONTROLLER = "c.e.payment.PaymentController"
 
 _SPRING_TAIL = (
     "org.springframework.web.servlet.FrameworkServlet.processRequest(FrameworkServlet.java:1006)",
@@ -86,10 +90,44 @@ def _spring(dt: datetime, level: str, thread: str, logger: str, message: str) ->
             f"{logger:<40} : {message}")
 
 
+class _Charge(NamedTuple):
+    """The payment an everyday line is about."""
+
+    payment: str
+    order: int
+    amount: str
+    currency: str
+
+
+# The everyday lines, by cumulative share: (share, level, thread (None: the request's), logger, message).
+# A message draws its random values in the order they appear in it.
+_LINES: tuple[tuple[float, str, str | None, str, Callable[[random.Random, _Charge], str]], ...] = (
+    (0.40, "INFO", None, _CONTROLLER,
+     lambda rng, c: f"Processed payment {c.payment} for order {c.order} in {rng.randint(8, 900)} ms"),
+    (0.65, "INFO", None, "c.e.payment.PaymentService",
+     lambda rng, c: f"Received charge request for order {c.order}: amount={c.amount} {c.currency}, "
+                    f"method={rng.choice(('card', 'paypal', 'sepa'))}"),
+    (0.77, "INFO", "scheduling-1", "c.e.payment.settlement.SettlementJob",
+     lambda rng, c: f"Settled batch {random_hex(rng, 12)}: {rng.randint(1, 400)} transactions, "
+                    f"total {rng.uniform(100, 90000):.2f} {c.currency}"),
+    (0.87, "WARN", None, "c.e.payment.gateway.GatewayClient",
+     lambda rng, c: f"Retrying gateway call for payment {c.payment} (attempt {rng.randint(2, 3)}/3) after "
+                    f"{rng.choice((250, 500, 1000))} ms: Read timed out"),
+    (0.92, "WARN", "HikariPool-1 housekeeper", "com.zaxxer.hikari.pool.HikariPool",
+     lambda rng, c: f"HikariPool-1 - Thread starvation or clock leap detected "
+                    f"(housekeeper delta={rng.randint(1, 5)}m{rng.randint(0, 59)}s{rng.randint(0, 999)}ms)."),
+    (0.97, "ERROR", None, "c.e.payment.PaymentService",
+     lambda rng, c: f"Payment {c.payment} declined by gateway: code="
+                    f"{rng.choice(('card_declined', 'insufficient_funds', 'expired_card', 'do_not_honor'))}"),
+    (1.0, "INFO", None, "o.s.web.servlet.DispatcherServlet",
+     lambda rng, c: f"Completed initialization in {rng.randint(1, 20)} ms"),
+)
+
+
 def emit_app(rng: random.Random, pod: Pod, ts_ns: int) -> list[tuple[int, str]]:
     dt = utc(ts_ns)
     thread = f"http-nio-8080-exec-{rng.randint(1, 10)}"
-    controller = "c.e.payment.PaymentController"
+    controller = _CONTROLLER
     if rng.random() < 1 / 200:
         summary, trace = _exception(rng)
         if rng.random() < 0.5:
@@ -104,34 +142,10 @@ def emit_app(rng: random.Random, pod: Pod, ts_ns: int) -> list[tuple[int, str]]:
             t += rng.randint(1, 40) * NS_PER_US
             out.append((t, line))
         return out
-    payment, order = random_uuid(rng), rng.randint(1000, 99999)
-    amount = f"{rng.uniform(1, 900):.2f}"
-    currency = rng.choice(("EUR", "USD", "GBP"))
+    charge = _Charge(
+        payment=random_uuid(rng), order=rng.randint(1000, 99999), amount=f"{rng.uniform(1, 900):.2f}",
+        currency=rng.choice(("EUR", "USD", "GBP")),
+    )
     kind = rng.random()
-    if kind < 0.40:
-        line = _spring(dt, "INFO", thread, controller,
-                       f"Processed payment {payment} for order {order} in {rng.randint(8, 900)} ms")
-    elif kind < 0.65:
-        line = _spring(dt, "INFO", thread, "c.e.payment.PaymentService",
-                       f"Received charge request for order {order}: amount={amount} {currency}, "
-                       f"method={rng.choice(('card', 'paypal', 'sepa'))}")
-    elif kind < 0.77:
-        line = _spring(dt, "INFO", "scheduling-1", "c.e.payment.settlement.SettlementJob",
-                       f"Settled batch {random_hex(rng, 12)}: {rng.randint(1, 400)} transactions, "
-                       f"total {rng.uniform(100, 90000):.2f} {currency}")
-    elif kind < 0.87:
-        line = _spring(dt, "WARN", thread, "c.e.payment.gateway.GatewayClient",
-                       f"Retrying gateway call for payment {payment} (attempt {rng.randint(2, 3)}/3) after "
-                       f"{rng.choice((250, 500, 1000))} ms: Read timed out")
-    elif kind < 0.92:
-        line = _spring(dt, "WARN", "HikariPool-1 housekeeper", "com.zaxxer.hikari.pool.HikariPool",
-                       f"HikariPool-1 - Thread starvation or clock leap detected "
-                       f"(housekeeper delta={rng.randint(1, 5)}m{rng.randint(0, 59)}s{rng.randint(0, 999)}ms).")
-    elif kind < 0.97:
-        line = _spring(dt, "ERROR", thread, "c.e.payment.PaymentService",
-                       f"Payment {payment} declined by gateway: code="
-                       f"{rng.choice(('card_declined', 'insufficient_funds', 'expired_card', 'do_not_honor'))}")
-    else:
-        line = _spring(dt, "INFO", thread, "o.s.web.servlet.DispatcherServlet",
-                       f"Completed initialization in {rng.randint(1, 20)} ms")
-    return [(ts_ns, line)]
+    _, level, line_thread, logger, message = next(line for line in _LINES if kind < line[0])
+    return [(ts_ns, _spring(dt, level, line_thread or thread, logger, message(rng, charge)))]

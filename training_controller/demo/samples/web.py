@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from training_controller.demo.samples.common import (
     MONTHS,
@@ -41,58 +42,69 @@ def _user_agent(rng: random.Random) -> str:
     )
 
 
-def _web_request(rng: random.Random) -> tuple[str, str, int, int]:
+Request = tuple[str, str, int, int]  # method, path, status, body bytes
+
+
+def _request(
+    method: str, path: Callable[[random.Random], str], status: int | tuple[tuple[int, float], ...],
+    size: int | tuple[int, int], *, empty_unless_ok: bool = False,
+) -> Callable[[random.Random], Request]:
+    """One kind of request: its path drawn, then its status (one, or weighted), then its body size (one, or
+    uniform in a range; 0 for a status other than 200 when `empty_unless_ok`, as for 304s)."""
+
+    def draw(rng: random.Random) -> Request:
+        drawn_path = path(rng)
+        drawn_status = status if isinstance(status, int) else weighted(rng, status)
+        if isinstance(size, int) or (empty_unless_ok and drawn_status != 200):
+            drawn_size = size if isinstance(size, int) else 0
+        else:
+            drawn_size = rng.randint(*size)
+        return method, drawn_path, int(drawn_status), drawn_size
+
+    return draw
+
+
+def _cart_item(rng: random.Random) -> Request:
+    method = rng.choice(("PUT", "DELETE"))
+    path = f"/api/v1/cart/{rng.randint(10000, 999999)}/items/{rng.randint(1, 99999)}"
+    return method, path, 200 if method == "PUT" else 204, rng.randint(80, 600) if method == "PUT" else 0
+
+
+def _image_path(rng: random.Random) -> str:
+    w = rng.choice((160, 320, 640, 1280))
+    return f"/images/products/{rng.randint(1, 50000)}_{w}x{w * 3 // 4}.jpg"
+
+
+def _static_path(rng: random.Random) -> str:
+    kind = rng.choice(("js/app.{h}.js", "js/vendor.{h}.js", "css/main.{h}.css"))
+    return "/static/" + kind.format(h=random_hex(rng, 8))
+
+
+# The requests, by cumulative share.
+_REQUESTS: tuple[tuple[float, Callable[[random.Random], Request]], ...] = (
+    (0.22, _request("GET", lambda rng: f"/api/v1/orders/{rng.randint(1000, 99999)}",
+                    ((200, 90), (404, 6), (500, 2), (502, 2)), (300, 2400))),
+    (0.36, _request("GET", lambda rng: f"/api/v1/products?page={rng.randint(1, 40)}&size={rng.choice((20, 50, 100))}",
+                    ((200, 96), (503, 2), (499, 2)), (4000, 60000))),
+    (0.44, _request("POST", lambda rng: "/api/v1/orders", ((201, 88), (400, 7), (422, 3), (500, 2)), (200, 900))),
+    (0.52, _request("GET", lambda rng: f"/api/v1/users/{random_uuid(rng)}/cart",
+                    ((200, 92), (401, 6), (404, 2)), (100, 3000))),
+    (0.58, _cart_item),
+    (0.72, _request("GET", _static_path, ((200, 55), (304, 45)), (20000, 900000), empty_unless_ok=True)),
+    (0.80, _request("GET", _image_path, ((200, 80), (304, 15), (404, 5)), (5000, 400000), empty_unless_ok=True)),
+    (0.86, _request("GET", lambda rng: f"/search?q={rng.choice(_SEARCH_WORDS)}&page={rng.randint(1, 5)}",
+                    200, (2000, 40000))),
+    (0.91, _request("POST", lambda rng: "/api/v1/payments", ((200, 85), (402, 8), (502, 4), (504, 3)), (120, 400))),
+    (0.97, _request("GET", lambda rng: rng.choice(("/healthz", "/readyz")), 200, 2)),
+    (1.0, _request("GET", lambda rng: rng.choice(("/favicon.ico", "/robots.txt", "/")),
+                   ((200, 70), (301, 20), (404, 10)), (0, 5000))),
+)
+
+
+def _web_request(rng: random.Random) -> Request:
     """Return (method, path, status, body bytes) for one request."""
     n = rng.random()
-    if n < 0.22:
-        method, path = "GET", f"/api/v1/orders/{rng.randint(1000, 99999)}"
-        status = weighted(rng, ((200, 90), (404, 6), (500, 2), (502, 2)))
-        size = rng.randint(300, 2400)
-    elif n < 0.36:
-        method = "GET"
-        path = f"/api/v1/products?page={rng.randint(1, 40)}&size={rng.choice((20, 50, 100))}"
-        status = weighted(rng, ((200, 96), (503, 2), (499, 2)))
-        size = rng.randint(4000, 60000)
-    elif n < 0.44:
-        method, path = "POST", "/api/v1/orders"
-        status = weighted(rng, ((201, 88), (400, 7), (422, 3), (500, 2)))
-        size = rng.randint(200, 900)
-    elif n < 0.52:
-        method, path = "GET", f"/api/v1/users/{random_uuid(rng)}/cart"
-        status = weighted(rng, ((200, 92), (401, 6), (404, 2)))
-        size = rng.randint(100, 3000)
-    elif n < 0.58:
-        method = rng.choice(("PUT", "DELETE"))
-        path = f"/api/v1/cart/{rng.randint(10000, 999999)}/items/{rng.randint(1, 99999)}"
-        status = 200 if method == "PUT" else 204
-        size = rng.randint(80, 600) if method == "PUT" else 0
-    elif n < 0.72:
-        kind = rng.choice(("js/app.{h}.js", "js/vendor.{h}.js", "css/main.{h}.css"))
-        method, path = "GET", "/static/" + kind.format(h=random_hex(rng, 8))
-        status = weighted(rng, ((200, 55), (304, 45)))
-        size = rng.randint(20000, 900000) if status == 200 else 0
-    elif n < 0.80:
-        method = "GET"
-        w = rng.choice((160, 320, 640, 1280))
-        path = f"/images/products/{rng.randint(1, 50000)}_{w}x{w * 3 // 4}.jpg"
-        status = weighted(rng, ((200, 80), (304, 15), (404, 5)))
-        size = rng.randint(5000, 400000) if status == 200 else 0
-    elif n < 0.86:
-        method, path = "GET", f"/search?q={rng.choice(_SEARCH_WORDS)}&page={rng.randint(1, 5)}"
-        status = 200
-        size = rng.randint(2000, 40000)
-    elif n < 0.91:
-        method, path = "POST", "/api/v1/payments"
-        status = weighted(rng, ((200, 85), (402, 8), (502, 4), (504, 3)))
-        size = rng.randint(120, 400)
-    elif n < 0.97:
-        method, path = "GET", rng.choice(("/healthz", "/readyz"))
-        status, size = 200, 2
-    else:
-        method, path = "GET", rng.choice(("/favicon.ico", "/robots.txt", "/"))
-        status = weighted(rng, ((200, 70), (301, 20), (404, 10)))
-        size = rng.randint(0, 5000)
-    return method, path, int(status), size
+    return next(draw for share, draw in _REQUESTS if n < share)(rng)
 
 
 def _nginx_access(rng: random.Random, pod: Pod, ts_ns: int) -> str:
