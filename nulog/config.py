@@ -8,14 +8,26 @@ in every checkpoint. This module imports nothing heavy: the controller side may 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, Self
+from functools import cache
+from typing import Any, Literal, Self, get_args, get_origin, get_type_hints
 
 # Splits on whitespace runs and common punctuation; the delimiters are kept as tokens so that a line can
 # always be rebuilt from its tokens.
 DEFAULT_FILTERS = r"""(\s+|[:=,;()\[\]{}"'|])"""
 
 
+@cache
+def _choices(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The values each `Literal` field of a config class may hold."""
+    return {name: get_args(hint) for name, hint in get_type_hints(cls).items() if get_origin(hint) is Literal}
+
+
 class _Dict:
+    def __post_init__(self) -> None:
+        for name, allowed in _choices(type(self)).items():
+            value = getattr(self, name)
+            assert value in allowed, f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}"
+
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-safe dict."""
         return asdict(self)  # type: ignore[call-overload]
@@ -27,8 +39,17 @@ class _Dict:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+class _Shape(_Dict):
+    """What the shape of a model holds, whichever the architecture."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        assert self.d_model % self.n_heads == 0, "d_model must be a multiple of n_heads"  # type: ignore[attr-defined]
+        assert self.max_len >= 2  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True, kw_only=True)
-class ModelConfig(_Dict):
+class ModelConfig(_Shape):
     """Shape of one NuLog model."""
 
     vocab_size: int
@@ -41,10 +62,8 @@ class ModelConfig(_Dict):
     readout: Literal["mask", "cls"] = "mask"  # predict from the masked position, or from <CLS> as the paper
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         assert self.vocab_size > 0, "vocab_size comes from the vocabulary and must be positive"
-        assert self.d_model % self.n_heads == 0, "d_model must be a multiple of n_heads"
-        assert self.readout in ("mask", "cls"), f"unknown readout {self.readout!r}"
-        assert self.max_len >= 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +89,7 @@ class TrainConfig(_Dict):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        assert self.weighting in ("lines", "sequences", "sqrt"), f"unknown weighting {self.weighting!r}"
+        super().__post_init__()
         assert self.epochs >= 1 and self.batch_size >= 1
 
 
@@ -84,7 +103,7 @@ class ParseConfig(_Dict):
 
 
 @dataclass(frozen=True, kw_only=True)
-class OpniConfig(_Dict):
+class OpniConfig(_Shape):
     """Shape of Opni's NuLog model, as its inference service builds it (`make_model(10000, 10000, N=1,
     d_model=256, d_ff=256, dropout=0.1, max_len=64)`, 8 heads); `nulog.opni_model` has the sources."""
 
@@ -92,10 +111,6 @@ class OpniConfig(_Dict):
     max_len: int = 64  # Opni's pad_len: lines are cut to 64 tokens, <CLS> included
     d_model: int = 256
     n_heads: int = 8
-    n_layers: int = 1
+    n_layers: Literal[1] = 1  # Opni's model has one encoder layer; the one-pass prediction relies on it
     d_ff: int = 256
     dropout: float = 0.1
-
-    def __post_init__(self) -> None:
-        assert self.n_layers == 1, "Opni's model has one encoder layer; the one-pass prediction relies on it"
-        assert self.d_model % self.n_heads == 0

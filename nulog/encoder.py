@@ -8,7 +8,7 @@ lines are one sequence. Nothing here needs torch.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
 
 import numpy as np
@@ -17,6 +17,18 @@ from nulog.config import TrainConfig
 from nulog.tokenizer import BLANK_ID, CLS_ID, PAD_ID, Tokenizer, Vocab
 
 Key = tuple[int, ...]  # a line's id sequence, without <CLS>, not cut to the model's max_len
+
+
+def split_parts(keys: Sequence[Key], parts: list[str], *, unrenderable: int,
+                join: Callable[[list[str]], tuple[str, ...]]) -> list[tuple[str, ...] | None]:
+    """The template of each id sequence from the parts of all of them in a row (their lengths summed); None
+    for a sequence holding the `unrenderable` id, whose words only its line holds."""
+    out: list[tuple[str, ...] | None] = []
+    start = 0
+    for k in keys:
+        out.append(None if unrenderable in k else join(parts[start : start + len(k)]))
+        start += len(k)
+    return out
 
 
 class LineEncoder:
@@ -115,12 +127,7 @@ class LineEncoder:
         ids = np.fromiter(chain.from_iterable(keys), dtype=np.int64, count=len(keep))
         stay = np.where(self.vocab.predicted[ids], keep, self.vocab.literal[ids])
         parts = np.where(stay, self.vocab.tokens[ids], WILDCARD).tolist()
-        out: list[tuple[str, ...] | None] = []
-        start = 0
-        for k in keys:
-            out.append(None if BLANK_ID in k else tuple(parts[start : start + len(k)]))
-            start += len(k)
-        return out
+        return split_parts(keys, parts, unrenderable=BLANK_ID, join=tuple)
 
     def render_line(self, line: str, keep: np.ndarray) -> tuple[str, ...]:
         """Template parts of one line (the general form of `render`)."""

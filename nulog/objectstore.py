@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from nulog.protocol import validation_problems
+
 URL_VAR = "MINIO_SERVER_URL"
 ACCESS_KEY_VAR = "MINIO_ACCESS_KEY"
 SECRET_KEY_VAR = "MINIO_SECRET_KEY"
@@ -73,10 +75,7 @@ class MinioConfig(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as e:
-            problems = "; ".join(
-                f"{str(item['loc'][0]).upper()}: {str(item['msg']).removeprefix('Value error, ')}"
-                for item in e.errors(include_url=False, include_input=False)
-            )
+            problems = validation_problems(e, where=lambda loc: str(loc[0]).upper(), strip="Value error, ")
             raise MinioConfigError(problems) from None
 
     def missing(self) -> list[str]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nulog.encoder import WILDCARD, Key
+from nulog.encoder import WILDCARD, Key, split_parts
 
 N_WORDS = 10_000
 SPECIALS = ("<PAD>", "<CLS>", "<MASK>", "<UNK>", "<NUM>")
@@ -171,12 +171,7 @@ class OpniEncoder:
         by single spaces. None for a sequence with `<UNK>`, whose words only its line holds."""
         ids = np.fromiter(chain.from_iterable(keys), dtype=np.int64, count=len(keep))
         parts = np.where(self.vocab.predicted[ids] & keep, self.vocab.tokens[ids], WILDCARD).tolist()
-        out: list[tuple[str, ...] | None] = []
-        start = 0
-        for k in keys:
-            out.append(None if UNK_ID in k else _spaced(parts[start : start + len(k)]))
-            start += len(k)
-        return out
+        return split_parts(keys, parts, unrenderable=UNK_ID, join=_spaced)
 
     def render_line(self, line: str, keep: np.ndarray) -> tuple[str, ...]:
         tokens = words(line)[1:]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -67,6 +68,16 @@ ModelFormat = Literal["nulog", "opni"]
 def artifact_files(model_format: ModelFormat) -> tuple[str, ...]:
     """The files a job of this model format writes at its output."""
     return OPNI_ARTIFACT_FILES if model_format == "opni" else ARTIFACT_FILES
+
+
+def validation_problems(error: ValidationError, *, where: Callable[[tuple[int | str, ...]], str],
+                        strip: str = "") -> str:
+    """A ValidationError as `where: what` per problem, joined by "; ": `where` names a problem's location,
+    and `strip` is a prefix cut from its message."""
+    return "; ".join(
+        f"{where(item['loc'])}: {str(item['msg']).removeprefix(strip)}"
+        for item in error.errors(include_url=False, include_input=False)
+    )
 
 
 class ProtocolError(ValueError):
@@ -235,8 +246,5 @@ def parse_event(line: str | bytes) -> TrainerEvent | None:
     try:
         return _EVENT.validate_python(data)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or 'event'}: {item['msg']}"
-            for item in e.errors(include_url=False, include_input=False)
-        )
+        problems = validation_problems(e, where=lambda loc: ".".join(str(p) for p in loc) or "event")
         raise ProtocolError(f"trainer event does not follow the contract: {problems}") from None

@@ -30,6 +30,7 @@ import nats
 from nats.js.api import StorageType, StreamConfig
 
 from tests.conftest import serve_gpu_service
+from tests.processes import live_members
 from training_controller.messages import CONTROLLER_HEADER
 from training_controller.natsserver import NatsServer, free_port
 
@@ -81,19 +82,6 @@ class Controller:
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
-
-
-def live_processes(pgid: int) -> list[int]:
-    """The pids of process group `pgid` that are not zombies."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
 
 
 @dataclass
@@ -216,7 +204,7 @@ class Rig:
                 pgid = int(pid_file.read_text())
             except (OSError, ValueError):
                 continue
-            if live_processes(pgid):
+            if live_members(pgid):
                 running[pid_file.parent.name] = pgid
         return running
 
@@ -226,7 +214,7 @@ class Rig:
     def kill_trainer(self, job_id: str) -> None:
         """SIGKILL the training process itself (not its wrapper), as the OOM killer would."""
         pgid = self.trainer_groups()[job_id]
-        for pid in live_processes(pgid):
+        for pid in live_members(pgid):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             if argv[1:3] == [b"-m", b"nulog.job"]:  # the interpreter itself, not the wrapper that names it
                 os.kill(pid, signal.SIGKILL)

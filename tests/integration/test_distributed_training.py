@@ -18,6 +18,7 @@ import nats
 import pytest
 
 from tests.conftest import StartService, interval, listen, request_json, wait_until
+from tests.processes import processes
 
 pytestmark = pytest.mark.slow
 
@@ -52,19 +53,6 @@ def templates_of(model: Path, lines: list[str]) -> list[str]:
                             input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return [json.loads(line)["template"] for line in result.stdout.splitlines()]
-
-
-def processes() -> list[tuple[int, int]]:
-    """(pid, process group) of every live process."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            found.append((int(stat.parent.name), int(fields[2])))
-    return found
 
 
 def trainer_pid(wrapper_pid: int) -> int:

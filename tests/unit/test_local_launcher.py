@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from nulog.protocol import ErrorEvent, JobArgs, ProgressEvent
+from tests.processes import live_members
 from training_controller.adapters.launchers import local as local_module
 from training_controller.adapters.launchers.local import LocalLauncher, terminate_jobs
 from training_controller.core.ports import (
@@ -102,19 +103,6 @@ async def _events(launcher: LocalLauncher, job_id: str, timeout: float = 10.0) -
     return await asyncio.wait_for(collect(), timeout)
 
 
-def live_members(pgid: int) -> list[int]:
-    """The pids of process group `pgid` that are not zombies."""
-    pids = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(stat_file.parent.name))
-    return pids
-
-
 def kinds(events: list[LauncherEvent]) -> list[str]:
     names = {TrainerOutput: "event", LogLine: "log", Finished: "finished", StillRunning: "still running"}
     return [names[type(e)] for e in events]
@@ -133,6 +121,20 @@ async def _wait_for_line(jobs_dir: Path, job_id: str, timeout: float = 10.0) -> 
     while not (log.exists() and log.read_bytes().endswith(b"\n")):
         assert time.monotonic() < deadline, f"job {job_id} wrote nothing"
         await asyncio.sleep(0.02)
+
+
+async def _ended_job(launcher: LocalLauncher, jobs_dir: Path, fake_python: Path, job_id: str, mode: str) -> None:
+    """Launch job_id with the fake trainer in `mode` and wait until it has exited."""
+    _mode(fake_python, mode)
+    await launcher.launch(_spec(job_id))
+    await _wait_for_exit_code(jobs_dir, job_id)
+
+
+async def _running_job(launcher: LocalLauncher, jobs_dir: Path, fake_python: Path, job_id: str) -> None:
+    """Launch job_id with the fake trainer sleeping and wait until it has written its first line."""
+    _mode(fake_python, "sleep")
+    await launcher.launch(_spec(job_id))
+    await _wait_for_line(jobs_dir, job_id)
 
 
 async def test_successful_job_reports_progress_log_lines_and_one_finished_event(jobs_dir: Path, fake_python: Path):
@@ -203,15 +205,9 @@ async def test_cancel_of_an_unknown_job_does_nothing(jobs_dir: Path):
 
 async def test_new_launcher_reconciles_ended_and_running_jobs(jobs_dir: Path, fake_python: Path):
     first = LocalLauncher(jobs_dir, python=str(fake_python))
-    _mode(fake_python, "succeed")
-    await first.launch(_spec("job-a"))
-    await _wait_for_exit_code(jobs_dir, "job-a")
-    _mode(fake_python, "fail")
-    await first.launch(_spec("job-b"))
-    await _wait_for_exit_code(jobs_dir, "job-b")
-    _mode(fake_python, "sleep")
-    await first.launch(_spec("job-c"))
-    await _wait_for_line(jobs_dir, "job-c")
+    await _ended_job(first, jobs_dir, fake_python, "job-a", "succeed")
+    await _ended_job(first, jobs_dir, fake_python, "job-b", "fail")
+    await _running_job(first, jobs_dir, fake_python, "job-c")
 
     restarted = LocalLauncher(jobs_dir, python=str(fake_python))
     jobs = {j.job_id: j for j in await restarted.list_jobs()}
@@ -355,12 +351,8 @@ async def test_job_receives_the_command_line_of_its_spec(jobs_dir: Path, fake_py
 
 async def test_terminate_jobs_signals_only_running_jobs(jobs_dir: Path, fake_python: Path):
     launcher = LocalLauncher(jobs_dir, python=str(fake_python))
-    _mode(fake_python, "succeed")
-    await launcher.launch(_spec("done"))
-    await _wait_for_exit_code(jobs_dir, "done")
-    _mode(fake_python, "sleep")
-    await launcher.launch(_spec("busy"))
-    await _wait_for_line(jobs_dir, "busy")
+    await _ended_job(launcher, jobs_dir, fake_python, "done", "succeed")
+    await _running_job(launcher, jobs_dir, fake_python, "busy")
 
     signalled = terminate_jobs(jobs_dir)
 

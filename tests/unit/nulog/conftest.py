@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -19,21 +20,26 @@ TEMPLATES = [
 ]
 
 
+def draw_lines(templates: list[str], n: int, *, seed: int, fill: Callable[[random.Random, str], str]) -> list[str]:
+    """n lines, each a template drawn from `templates` and filled in by `fill` from the same generator."""
+    rng = random.Random(seed)
+    return [fill(rng, rng.choice(templates)) for _ in range(n)]
+
+
+def _fill_hdfs(rng: random.Random, t: str) -> str:
+    while "{" in t:
+        t = (
+            t.replace("{n}", str(rng.randrange(10**9, 10**10)), 1)
+            .replace("{ip}", f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}", 1)
+            .replace("{port}", str(rng.randrange(1024, 65535)), 1)
+            .replace("{d}", str(rng.randrange(10)), 1)
+        )
+    return t
+
+
 def synthetic_lines(n: int, *, seed: int = 0) -> list[str]:
     """n lines drawn from TEMPLATES with random numbers filled in."""
-    rng = random.Random(seed)
-    lines = []
-    for _ in range(n):
-        t = rng.choice(TEMPLATES)
-        while "{" in t:
-            t = (
-                t.replace("{n}", str(rng.randrange(10**9, 10**10)), 1)
-                .replace("{ip}", f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}", 1)
-                .replace("{port}", str(rng.randrange(1024, 65535)), 1)
-                .replace("{d}", str(rng.randrange(10)), 1)
-            )
-        lines.append(t)
-    return lines
+    return draw_lines(TEMPLATES, n, seed=seed, fill=_fill_hdfs)
 
 
 # A model small enough to train in a second or two on CPU.

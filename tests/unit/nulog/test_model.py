@@ -7,7 +7,8 @@ import torch
 from nulog.config import ModelConfig, TrainConfig
 from nulog.encoder import LineEncoder
 from nulog.model import NuLog
-from nulog.train import Corpus, Plan, _parts, draw_probabilities, learning_rate
+from nulog.plan import Corpus, Plan, draw_probabilities, forward_parts
+from nulog.train import learning_rate
 
 from .conftest import SMALL_MODEL, train_small
 
@@ -119,7 +120,7 @@ def test_a_step_weighs_each_sequence_by_how_often_its_lines_were_drawn() -> None
 
 def test_a_step_of_long_lines_is_cut_into_passes_that_fit_the_attention_budget() -> None:
     lengths = np.array([10] * 8 + [900] * 6)
-    parts = _parts(np.arange(14), lengths, n_heads=8)
+    parts = forward_parts(np.arange(14), lengths, n_heads=8)
     assert sorted(np.concatenate(parts).tolist()) == list(range(14))
     for part in parts:
         assert len(part) * 8 * int(lengths[part].max()) ** 2 <= (1 << 25) or len(part) == 1

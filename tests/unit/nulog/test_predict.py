@@ -7,7 +7,7 @@ import pytest
 from nulog.predict import LRUCache, Predictor
 from nulog.train import TrainResult
 
-from .conftest import SMALL_PARSE, TEMPLATES, train_small
+from .conftest import SMALL_PARSE, TEMPLATES, draw_lines, train_small
 
 
 def _predictor(result: TrainResult, **kw) -> Predictor:
@@ -99,18 +99,17 @@ DIGIT_TEMPLATES = [
 ]
 
 
+def _fill_digits(rng: random.Random, t: str) -> str:
+    return t.format(
+        speed=rng.choice((100, 1000, 10000)), port=rng.randrange(1, 48), status=rng.choice((200, 404, 500)),
+        size=rng.randrange(100, 9999), ip=f"10.0.{rng.randrange(256)}.{rng.randrange(256)}",
+        n=rng.randrange(10**6, 10**7), d=rng.randrange(3),
+    )
+
+
 def digit_lines(n: int, *, seed: int = 0) -> list[str]:
     """Lines whose constants hold digits, beside variables that hold digits (some repeating)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        t = rng.choice(DIGIT_TEMPLATES)
-        out.append(t.format(
-            speed=rng.choice((100, 1000, 10000)), port=rng.randrange(1, 48), status=rng.choice((200, 404, 500)),
-            size=rng.randrange(100, 9999), ip=f"10.0.{rng.randrange(256)}.{rng.randrange(256)}",
-            n=rng.randrange(10**6, 10**7), d=rng.randrange(3),
-        ))
-    return out
+    return draw_lines(DIGIT_TEMPLATES, n, seed=seed, fill=_fill_digits)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from nulog.config import OpniConfig
 from nulog.objectstore import MinioConfig
 from nulog.opni_encoder import OpniVocab, words
 from nulog.opni_model import OpniNuLog, save_opni_checkpoint
-from nulog.serve import ModelSource, ServeConfig
+from nulog.serve_source import ModelSource, ServeConfig
 
 
 def _config(s3_url: str) -> ServeConfig:
