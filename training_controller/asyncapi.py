@@ -1,4 +1,4 @@
-"""The AsyncAPI document of the wire contract, generated from the pydantic models in `messages.py`.
+"""The AsyncAPI document of the wire contract, generated from the pydantic models in `training_controller/messages/`.
 
 `training-controller asyncapi --output docs/asyncapi.yaml` writes it; a test fails when the committed file
 differs from what the models say, so the document cannot drift from the code.
@@ -134,7 +134,7 @@ def document() -> dict[str, Any]:
             "title": "Training controller",
             "version": __version__,
             "description": "Opni-compatible NATS subjects of the NuLog training controller. Generated from "
-            "training_controller/messages.py by `training-controller asyncapi`; do not edit by hand.",
+            "training_controller/messages/ by `training-controller asyncapi`; do not edit by hand.",
         },
         "defaultContentType": "application/json",
         "channels": channels,

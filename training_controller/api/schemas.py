@@ -1,4 +1,4 @@
-"""The REST API's own bodies, as pydantic models; the wire contract's (`messages.py`) are reused as they are.
+"""The REST API's own bodies, as pydantic models; the wire contract's (`training_controller/messages/`) are reused as they are.
 
 A training request's intervals are the `train` subject's `TimeInterval`, its workloads the gateway's
 `WorkloadMap`, a job is the core's `JobRecord`, and predictions are `nulog_predict`'s `PredictRequest` /
