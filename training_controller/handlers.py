@@ -10,7 +10,7 @@ from nats.aio.msg import Msg
 from training_controller.bus import Route
 from training_controller.core.controller import TrainingController
 from training_controller.core.errors import InvalidRequest
-from training_controller.core.intake import Origin, request_hash
+from training_controller.core.intake import Origin, Submission, request_hash
 from training_controller.core.jobs import JobRecord
 from training_controller.messages import (
     CONTROLLER_HEADER,
@@ -109,14 +109,14 @@ class Handlers:
         ours = isinstance(request, TrainRequest)
         if ours:
             self._check_model(request)
-        submitted = await self.controller.submit(
+        submitted = await self.controller.submit(Submission(
             request.to_query(),
             request=request.model_dump(exclude_none=True),
             requested_by=f"nats:train ({origin.via}, {shape})",
             origin=origin,
             model=request.model_to_train if ours else "nulog",
             parameters=request.parameters if ours else None,
-        )
+        ))
         return TrainAccepted(job_id=submitted.record.job_id, queue_position=submitted.queue_position)
 
     def _check_model(self, request: TrainRequest) -> None:

@@ -35,6 +35,7 @@ from training_controller.core.controller import TrainingController
 from training_controller.core.errors import JobNotFound, SourceUnavailable
 from training_controller.core.export import InProcessExporter
 from training_controller.core.gateway import TRAINING_STATUS_KEY
+from training_controller.core.intake import Submission
 from training_controller.core.jobs import Artifacts, JobPhase, JobRecord, TrainingData
 from training_controller.core.masking import mask
 from training_controller.core.ports import LogLine, TrainerOutput
@@ -79,7 +80,7 @@ class Harness:
 
     async def submit(self, start: int = T0, end: int = T0 + 10 * 60 * SECOND) -> JobRecord:
         query = LogQuery(intervals=(Interval(start_ns=start, end_ns=end),))
-        return (await self.controller.submit(query, request={"model_to_train": "nulog"}, requested_by="test")).record
+        return (await self.controller.submit(Submission(query, request={"model_to_train": "nulog"}, requested_by="test"))).record
 
     async def run_one(self, **kw: Any) -> JobRecord:
         record = await self.submit(**kw)

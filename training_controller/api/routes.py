@@ -32,6 +32,7 @@ from training_controller.config import ApiToken
 from training_controller.core.controller import TrainingController
 from training_controller.core.errors import InvalidRequest
 from training_controller.core.gateway import workload_filters
+from training_controller.core.intake import Submission
 from training_controller.core.jobs import JobRecord
 from training_controller.core.models import ModelInfo
 from training_controller.core.queries import Interval, LogQuery
@@ -168,10 +169,10 @@ class Routes:
         body: TrainingCreate = await read_body(request, TrainingCreate)
         token = request[TOKEN]
         try:
-            submitted = await self.controller.submit(
+            submitted = await self.controller.submit(Submission(
                 self.query_of(body), request=body.model_dump(mode="json", exclude_none=True),
                 requested_by=f"api:{token.name}", model=body.modelType, parameters=body.parameters,
-            )
+            ))
         except InvalidRequest as e:
             raise Problem(422, str(e)) from None
         job_id = submitted.record.job_id

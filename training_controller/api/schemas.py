@@ -7,7 +7,7 @@ A training request's intervals are the `train` subject's `TimeInterval`, its wor
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -58,10 +58,14 @@ class TrainingCreate(BaseModel):
         return self
 
 
+# The API's name for a job id, as training services of this kind call it.
+RunId = Annotated[str, Field(description="The job's id.")]
+
+
 class TrainingCreated(BaseModel):
     """A training was queued."""
 
-    runId: str = Field(description="The job's id.")
+    runId: RunId
     status: Queued = "queued"
     queue_position: QueuePosition
 
@@ -69,7 +73,7 @@ class TrainingCreated(BaseModel):
 class Training(BaseModel):
     """One training: its state in a word, and its whole record."""
 
-    runId: str = Field(description="The job's id.")
+    runId: RunId
     state: State = Field(description="pending (queued), running (exporting, launching, training), or how it ended.")
     message: str = Field(description="What is happening, or how it ended.")
     queue_position: int | None = Field(default=None, description="Jobs before this one, while it waits.")

@@ -109,10 +109,8 @@ class KubernetesSettings(_Section):
     watch_timeout_seconds: int = Field(default=300, alias="kube_watch_timeout_seconds", ge=1)
     poll_seconds: float = _seconds(2.0, "kube_poll_seconds")
     log_drain_seconds: float = Field(default=30.0, alias="kube_log_drain_seconds", ge=0)
-    cancel_timeout_seconds: float = _seconds(
-        120.0, "kube_cancel_timeout_seconds",
-        "How long a cancel waits for the training's pods to stop before it reports a temporary error.",
-    )
+    # How long a cancel waits for the training's pods to stop before it reports a temporary error.
+    cancel_timeout_seconds: float = _seconds(120.0, "kube_cancel_timeout_seconds")
     minio_ca_secret: str | None = Field(
         default=None, alias="minio_ca_secret",
         description="Secret holding MINIO_CA_FILE's bundle, under the file's name; mounted at MINIO_CA_FILE in the pod.",
@@ -148,10 +146,8 @@ class LauncherSettings(_Section):
     )
     local_jobs_dir: Path | None = Field(default=None, alias="local_jobs_dir", description="local: the jobs' files.")
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
-    cancel_grace_seconds: float = _seconds(
-        10.0, "cancel_grace_seconds",
-        "How long a cancelled trainer may take to stop.",
-    )
+    # How long a cancelled trainer may take to stop.
+    cancel_grace_seconds: float = _seconds(10.0, "cancel_grace_seconds")
 
 
 class TrainingSettings(_Section):
@@ -171,23 +167,15 @@ class TrainingSettings(_Section):
     )
     window_seconds: int = Field(default=60, alias="window_seconds", ge=1, le=86_400, description="Training-data window.")
     max_documents: int | None = Field(default=None, alias="max_documents", ge=1, description="Cap per training.")
-    gpu_reset_seconds: float = _seconds(
-        3600, "gpu_training_reset_time",
-        "Seconds after which an external JobStart without JobEnd stops counting.",
-    )
-    gpu_service_check_seconds: float = _seconds(
-        2.0, "gpu_service_check_seconds",
-        "How often the GPU inference service is asked whether it runs (gpu_service_running).",
-    )
-    gpu_service_timeout_seconds: float = _seconds(
-        1.0, "gpu_service_timeout_seconds",
-        "How long it may take to answer.",
-    )
+    # Seconds after which an external JobStart without JobEnd stops counting.
+    gpu_reset_seconds: float = _seconds(3600, "gpu_training_reset_time")
+    # How often the GPU inference service is asked whether it runs (gpu_service_running).
+    gpu_service_check_seconds: float = _seconds(2.0, "gpu_service_check_seconds")
+    # How long it may take to answer.
+    gpu_service_timeout_seconds: float = _seconds(1.0, "gpu_service_timeout_seconds")
     workload_lookback_seconds: int = Field(default=3600, alias="workload_lookback_seconds", ge=60)
-    job_deadline_seconds: float = _seconds(
-        86_400, "job_deadline_seconds",
-        "How long temporary failures of a job's backends are retried before the job fails.",
-    )
+    # How long temporary failures of a job's backends are retried before the job fails.
+    job_deadline_seconds: float = _seconds(86_400, "job_deadline_seconds")
     progress_save_seconds: float = Field(default=2.0, alias="progress_save_seconds", ge=0)
     retention_count: int = Field(
         default=1000, alias="job_retention_count", ge=1, description="Ended job records kept, the most recent."
@@ -224,10 +212,8 @@ class HttpSettings(_Section):
         default=1 << 20, alias="api_max_body_bytes", ge=1024, le=64 << 20,
         description="Largest request body; a larger one is refused with 413.",
     )
-    api_events_max_age_seconds: float = _seconds(
-        7 * 86_400.0, "api_events_max_age_seconds",
-        "How long the training events stream keeps a job's events for /events to replay.",
-    )
+    # How long the training events stream keeps a job's events for /events to replay.
+    api_events_max_age_seconds: float = _seconds(7 * 86_400.0, "api_events_max_age_seconds")
     inference_worker: Literal["auto", "child", "external"] = Field(
         default="auto", alias="inference_worker",
         description="Who answers /api/v1/predict: `child` starts `nulog serve` beside the controller, `external` "
@@ -258,11 +244,7 @@ class HealthSettings(_Section):
         description="Crashes of one supervised task within the window after which /healthz fails.",
     )
     restart_window_seconds: float = _seconds(300.0, "task_restart_window_seconds")
-    task_down_seconds: float = _seconds(
-        60.0, "task_down_seconds",
-        "A task down this long makes /healthz fail.",
-    )
-    worker_stall_seconds: float = _seconds(
-        3600.0, "worker_stall_seconds",
-        "A worker with no progress on a job for this long makes /healthz fail.",
-    )
+    # A task down this long makes /healthz fail.
+    task_down_seconds: float = _seconds(60.0, "task_down_seconds")
+    # A worker with no progress on a job for this long makes /healthz fail.
+    worker_stall_seconds: float = _seconds(3600.0, "worker_stall_seconds")

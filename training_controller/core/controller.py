@@ -22,11 +22,10 @@ from training_controller.core.errors import InvalidRequest
 from training_controller.core.export import Exporter
 from training_controller.core.gateway import Gateway, Workloads
 from training_controller.core.gpu import GpuArbiter
-from training_controller.core.intake import Intake, Origin
+from training_controller.core.intake import Intake, Submission
 from training_controller.core.jobs import JobPhase, JobRecord
 from training_controller.core.models import ModelInfo, Models
 from training_controller.core.ports import Events, GpuService, Launcher, LogSource, ObjectStore, StateStore
-from training_controller.core.queries import LogQuery
 from training_controller.core.runner import JobRunner, RunContext, RunnerStatus
 from training_controller.core.trainers import Catalogue
 
@@ -95,21 +94,10 @@ class TrainingController:
 
     # -- jobs ------------------------------------------------------------------------------------------
 
-    async def submit(
-        self,
-        query: LogQuery,
-        *,
-        request: dict[str, Any],
-        requested_by: str,
-        origin: Origin | None = None,
-        model: str = "nulog",
-        parameters: dict[str, Any] | None = None,
-    ) -> Submitted:
-        """Queue a training of `model` on the logs that match `query`, or return the job an earlier copy of
-        the same request made; raises InvalidRequest for an unknown model or parameters it refuses."""
-        record, new = await self._intake.submit(
-            query, request=request, requested_by=requested_by, origin=origin, model=model, parameters=parameters
-        )
+    async def submit(self, sub: Submission) -> Submitted:
+        """Queue a training of `sub.model` on the logs that match `sub.query`, or return the job an earlier copy
+        of the same request made; raises InvalidRequest for an unknown model or parameters it refuses."""
+        record, new = await self._intake.submit(sub)
         if new:
             self._runner.wake()
         return Submitted(record, self._book.index.queue_position(record.job_id), new)

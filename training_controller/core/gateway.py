@@ -16,7 +16,7 @@ from uuid import uuid4
 from training_controller.config import TrainingSettings
 from training_controller.core.book import JobBook
 from training_controller.core.gpu import GpuArbiter
-from training_controller.core.intake import Intake
+from training_controller.core.intake import Intake, Submission
 from training_controller.core.jobs import JobPhase, JobRecord
 from training_controller.core.ports import Events, StateStore
 from training_controller.core.queries import ANOMALY_KEYWORDS, Interval, LogQuery, Workload
@@ -62,7 +62,7 @@ class Gateway:
             exclude_anomalies=True,
             exclude_keywords=ANOMALY_KEYWORDS,
         )
-        record, _ = await self.intake.submit(query, request={"workloads": workloads}, requested_by=requested_by)
+        record, _ = await self.intake.submit(Submission(query, request={"workloads": workloads}, requested_by=requested_by))
         await self.publish_status(record)
         await self.events.workload_parameters(workloads, "train")
         return "train"

@@ -39,6 +39,18 @@ class Origin:
     stream_seq: int | None = None
 
 
+@dataclass(frozen=True)
+class Submission:
+    """One training request, as every way in (NATS, HTTP, the gateway) hands it to the core."""
+
+    query: LogQuery
+    request: dict[str, Any]  # the payload, kept in the job record
+    requested_by: str  # who asked, for the logs and the record
+    origin: Origin | None = None  # None: no copies to match (the gateway's own trainings)
+    model: str = "nulog"
+    parameters: dict[str, Any] | None = None
+
+
 def request_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -52,21 +64,13 @@ class Intake:
         self._training = training
         self._catalogue = catalogue
 
-    async def submit(
-        self,
-        query: LogQuery,
-        *,
-        request: dict[str, Any],
-        requested_by: str,
-        origin: Origin | None = None,
-        model: str = "nulog",
-        parameters: dict[str, Any] | None = None,
-    ) -> tuple[JobRecord, bool]:
+    async def submit(self, sub: Submission) -> tuple[JobRecord, bool]:
         """The job for this request, and whether it is new (False: an earlier copy made it).
 
         Raises InvalidRequest for a model type the catalogue does not know or parameters its schema refuses.
         """
-        in_force = self._catalogue.get(model).resolve(parameters, model=model)
+        query, origin, model = sub.query, sub.origin, sub.model
+        in_force = self._catalogue.get(model).resolve(sub.parameters, model=model)
         if self._training.max_documents and not query.max_documents:
             query = query.model_copy(update={"max_documents": self._training.max_documents})
         async with self._book.lock:
@@ -75,9 +79,9 @@ class Intake:
             record = JobRecord.new(
                 job_id=uuid.uuid4().hex[:12],
                 seq=await self._state.next_seq(),
-                request=request,
+                request=sub.request,
                 query=query,
-                requested_by=requested_by,
+                requested_by=sub.requested_by,
                 model=model,
                 parameters=in_force,
                 window_seconds=self._training.window_seconds,
@@ -87,7 +91,7 @@ class Intake:
                 replied=origin is not None and origin.via == "request",
             )
             await self._book.add_unlocked(record)
-        log.info("job %s queued (requested by %s)", record.job_id, requested_by)
+        log.info("job %s queued (requested by %s)", record.job_id, sub.requested_by)
         return record, True
 
     async def _copy_of(self, origin: Origin) -> JobRecord | None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import re
 from datetime import datetime
+from pathlib import Path
 from typing import NamedTuple
+
+import yaml
 
 from training_controller.demo.samples.common import NS_PER_US, Pod, random_hex, random_uuid, utc
 
@@ -99,29 +102,49 @@ class _Charge(NamedTuple):
     currency: str
 
 
-# The everyday lines, by cumulative share: (share, level, thread (None: the request's), logger, message).
-# A message draws its random values in the order they appear in it.
-_LINES: tuple[tuple[float, str, str | None, str, Callable[[random.Random, _Charge], str]], ...] = (
-    (0.40, "INFO", None, _CONTROLLER,
-     lambda rng, c: f"Processed payment {c.payment} for order {c.order} in {rng.randint(8, 900)} ms"),
-    (0.65, "INFO", None, "c.e.payment.PaymentService",
-     lambda rng, c: f"Received charge request for order {c.order}: amount={c.amount} {c.currency}, "
-                    f"method={rng.choice(('card', 'paypal', 'sepa'))}"),
-    (0.77, "INFO", "scheduling-1", "c.e.payment.settlement.SettlementJob",
-     lambda rng, c: f"Settled batch {random_hex(rng, 12)}: {rng.randint(1, 400)} transactions, "
-                    f"total {rng.uniform(100, 90000):.2f} {c.currency}"),
-    (0.87, "WARN", None, "c.e.payment.gateway.GatewayClient",
-     lambda rng, c: f"Retrying gateway call for payment {c.payment} (attempt {rng.randint(2, 3)}/3) after "
-                    f"{rng.choice((250, 500, 1000))} ms: Read timed out"),
-    (0.92, "WARN", "HikariPool-1 housekeeper", "com.zaxxer.hikari.pool.HikariPool",
-     lambda rng, c: f"HikariPool-1 - Thread starvation or clock leap detected "
-                    f"(housekeeper delta={rng.randint(1, 5)}m{rng.randint(0, 59)}s{rng.randint(0, 999)}ms)."),
-    (0.97, "ERROR", None, "c.e.payment.PaymentService",
-     lambda rng, c: f"Payment {c.payment} declined by gateway: code="
-                    f"{rng.choice(('card_declined', 'insufficient_funds', 'expired_card', 'do_not_honor'))}"),
-    (1.0, "INFO", None, "o.s.web.servlet.DispatcherServlet",
-     lambda rng, c: f"Completed initialization in {rng.randint(1, 20)} ms"),
-)
+# The everyday lines, with their shares, levels, threads and loggers, are data: app_lines.yaml.
+_TEMPLATES = Path(__file__).with_name("app_lines.yaml")
+_FIELD = re.compile(r"\{([a-z]+)(?::([^}]*))?\}")
+
+
+class _Line(NamedTuple):
+    """One kind of everyday line: drawn while a uniform draw is below `share` (cumulative)."""
+
+    share: float
+    level: str
+    thread: str | None  # None: the request's own thread
+    logger: str
+    message: str  # a template: see app_lines.yaml
+
+
+def _load_lines() -> tuple[_Line, ...]:
+    lines = tuple(_Line(**{"thread": None, **entry}) for entry in yaml.safe_load(_TEMPLATES.read_text()))
+    assert [line.share for line in lines] == sorted(line.share for line in lines) and lines[-1].share == 1.0
+    return lines
+
+
+_LINES = _load_lines()
+
+
+def _render(template: str, rng: random.Random, charge: _Charge) -> str:
+    """The template with its fields filled in, left to right, so random values are drawn in that order."""
+
+    def value(m: re.Match[str]) -> str:
+        kind, arg = m.group(1), m.group(2) or ""
+        if kind == "int":
+            low, high = arg.split(":")
+            return str(rng.randint(int(low), int(high)))
+        if kind == "choice":
+            return str(rng.choice(tuple(arg.split(","))))
+        if kind == "hex":
+            return random_hex(rng, int(arg))
+        if kind == "uniform":
+            low, high, fmt = arg.split(":")
+            return format(rng.uniform(float(low), float(high)), fmt)
+        return str(getattr(charge, kind))
+
+    return _FIELD.sub(value, template)
+
 
 
 def emit_app(rng: random.Random, pod: Pod, ts_ns: int) -> list[tuple[int, str]]:
@@ -147,5 +170,5 @@ def emit_app(rng: random.Random, pod: Pod, ts_ns: int) -> list[tuple[int, str]]:
         currency=rng.choice(("EUR", "USD", "GBP")),
     )
     kind = rng.random()
-    _, level, line_thread, logger, message = next(line for line in _LINES if kind < line[0])
-    return [(ts_ns, _spring(dt, level, line_thread or thread, logger, message(rng, charge)))]
+    line = next(line for line in _LINES if kind < line.share)
+    return [(ts_ns, _spring(dt, line.level, line.thread or thread, line.logger, _render(line.message, rng, charge)))]
