@@ -74,36 +74,33 @@ def main(argv: list[str] | None = None) -> int:
             report["accuracy"] = accuracy(data, settings, names, seed=args.seed, device=args.device, out_dir=out_dir)
         if not args.json:
             print_accuracy(report["accuracy"])
-    if not args.skip_export:
-        # In a process of its own, so that its peak memory is the exporter's alone.
-        export = subprocess.run(
-            [sys.executable, "-m", "bench.export_rate"],
-            cwd=REPO, capture_output=True, text=True, check=False,
-        )
-        if export.returncode != 0:
-            print(f"export benchmark failed: {export.stderr.strip()[-500:]}", file=sys.stderr)
-        else:
-            first, *human = export.stdout.strip().splitlines()
-            report["export"] = json.loads(first)
-            if not args.json:
-                print("\nexport through the Elasticsearch adapter (fake server in its own process)")
-                print("\n".join(f"  {line}" for line in human))
-    if not args.skip_control_plane:
-        # In processes of its own too: the controller, the bare responder, and the client that asks them.
-        control = subprocess.run(
-            [sys.executable, "-m", "bench.control_plane"], cwd=REPO, capture_output=True, text=True, check=False
-        )
-        if control.returncode != 0:
-            print(f"control-plane benchmark failed: {control.stderr.strip()[-500:]}", file=sys.stderr)
-        else:
-            first, *human = control.stdout.strip().splitlines()
-            report["control_plane"] = json.loads(first)
-            if not args.json:
-                print("\ncontrol plane: the controller's request/reply answers beside a bare nats-py responder's")
-                print("\n".join(f"  {line}" for line in human))
+    # Each in processes of its own, so that its peak memory is its own: the exporter; the controller, the bare
+    # responder and the client that asks them.
+    parts = (
+        ("export", "bench.export_rate", args.skip_export,
+         "export through the Elasticsearch adapter (fake server in its own process)"),
+        ("control_plane", "bench.control_plane", args.skip_control_plane,
+         "control plane: the controller's request/reply answers beside a bare nats-py responder's"),
+    )
+    for key, module, skip, title in parts:
+        if not skip:
+            report[key] = _run_part(module, title, quiet=args.json)
     if args.json:
         print(json.dumps(report, indent=2))
     return 0
+
+
+def _run_part(module: str, title: str, *, quiet: bool) -> dict | None:
+    """Run `python -m module`: its first line of output is its report as JSON, the rest its tables."""
+    proc = subprocess.run([sys.executable, "-m", module], cwd=REPO, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(f"{module} failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    first, *human = proc.stdout.strip().splitlines()
+    if not quiet:
+        print(f"\n{title}")
+        print("\n".join(f"  {line}" for line in human))
+    return json.loads(first)
 
 
 if __name__ == "__main__":
