@@ -31,13 +31,37 @@ def split_parts(keys: Sequence[Key], parts: list[str], *, unrenderable: int,
     return out
 
 
+# Tokens outside the vocabulary whose ids a LineEncoder remembers before it starts again.
+LOOKUP_EXTRA = 1 << 16
+
+
+class _Lookup(dict):
+    """The vocabulary's token -> id, and the ids of tokens outside it once asked (up to LOOKUP_EXTRA of
+    them), so that every token seen before is found by the dict itself, without a call into Python."""
+
+    def __init__(self, stoi: dict[str, int]) -> None:
+        super().__init__(stoi)
+        self._stoi = stoi
+        self._room = LOOKUP_EXTRA
+
+    def __missing__(self, token: str) -> int:
+        i = self._stoi[token]
+        if self._room == 0:
+            self.clear()
+            self.update(self._stoi)
+            self._room = LOOKUP_EXTRA
+        self._room -= 1
+        self[token] = i
+        return i
+
+
 class LineEncoder:
     """A tokenizer and a vocabulary: lines to id sequences, and id sequences to padded model input."""
 
     def __init__(self, tokenizer: Tokenizer, vocab: Vocab) -> None:
         self.tokenizer = tokenizer
         self.vocab = vocab
-        self._id = vocab.stoi.__getitem__
+        self._id = _Lookup(vocab.stoi).__getitem__
 
     @classmethod
     def fit(cls, distinct_lines: Iterable[str], config: TrainConfig) -> LineEncoder:

@@ -11,8 +11,10 @@ which other lines share its batch: both paths give the same results.
 
 from __future__ import annotations
 
+import gc
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -36,6 +38,18 @@ ATTENTION_PER_BATCH = 1 << 25
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while lines are encoded: that makes many small tuples and strings,
+    none in a cycle, and each of the collector's passes over them would be wasted work."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 class LRUCache(Generic[K, V]):
     """A mapping that holds at most `maxsize` entries, dropping the least recently used."""
@@ -181,13 +195,14 @@ class Predictor:
             self._keys.clear()
             self._key_index.clear()
         new = [line for line in dict.fromkeys(lines) if line not in known]
-        for line, key in zip(new, self.encoder.keys(new), strict=True):
-            i = self._key_index.get(key)
-            if i is None:
-                i = self._key_index[key] = len(self._keys)
-                self._keys.append(key)
-            known[line] = i
-        return list(map(known.__getitem__, lines))
+        with gc_paused():
+            for line, key in zip(new, self.encoder.keys(new), strict=True):
+                i = self._key_index.get(key)
+                if i is None:
+                    i = self._key_index[key] = len(self._keys)
+                    self._keys.append(key)
+                known[line] = i
+            return list(map(known.__getitem__, lines))
 
     def predict(self, lines: Sequence[str], *, grouped: bool = True) -> list[LineResult]:
         """A result per line, in order. Templates are merged with those of every earlier call."""

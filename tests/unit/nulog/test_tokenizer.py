@@ -75,3 +75,17 @@ def test_digit_tokens_that_share_a_slot_or_never_recur_stay_variables() -> None:
     counters = _lines("took {} ms", [str(i) for i in range(30)])
     rare = _lines("mounted {} ok", ["sda1", "sda1"])
     assert constant_digit_tokens(shared + counters + rare, min_lines=3, slot_share=0.9) == set()
+
+
+def test_the_encoders_lookup_gives_the_vocabularys_ids_and_forgets_unseen_tokens_past_its_bound(monkeypatch) -> None:
+    from nulog import encoder as encoder_module
+    from nulog.encoder import LineEncoder
+
+    monkeypatch.setattr(encoder_module, "LOOKUP_EXTRA", 3)
+    vocab = Vocab.build([["Served", " ", "block", " ", "<IP>"]])
+    enc = LineEncoder(Tokenizer(), vocab)
+    tokens = ["block", "98765", "never-seen", "\t\t", "<IP>", "zzz", "4242", "block", "98765", "other"]
+    assert [enc._id(t) for t in tokens] == [vocab.stoi[t] for t in tokens]
+    lookup = enc._id.__self__
+    assert len(lookup) <= len(vocab.itos) + 3  # unseen tokens remembered up to the bound, then started again
+    assert "98765" not in vocab.stoi  # the vocabulary itself never learns them
