@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from bench.ddp import ddp, print_ddp
-from bench.loghub import DATASETS, REPO, accuracy, loghub_dir, print_accuracy
+from bench.loghub import DATASETS, REPO, accuracy, eval_tool, loghub_dir, print_accuracy
 from bench.speed import print_speed, sample_lines, speed
 
 
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     settings_path = data / "settings.json"
     if not settings_path.is_file():
         print(f"no LogHub data at {data} (set LOGHUB_DIR)", file=sys.stderr)
+        return 2
+    if not args.skip_accuracy and not eval_tool().is_file():
+        print(f"no LogHub scorer at {eval_tool()} (set LOGHUB_EVAL)", file=sys.stderr)
         return 2
     settings = json.loads(settings_path.read_text())
     names = [n for n in args.datasets.split(",") if n]

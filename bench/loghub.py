@@ -25,7 +25,12 @@ def loghub_dir() -> Path:
 
 
 def eval_tool() -> Path:
-    return Path(os.environ.get("LOGHUB_EVAL", SHARED / "tools" / "loghub_eval.py"))
+    """The scorer: LOGHUB_EVAL, else the shared folder's tools/, which is also the one beside LOGHUB_DIR's
+    data (`<shared>/data/loghub`) when that is set."""
+    if "LOGHUB_EVAL" in os.environ:
+        return Path(os.environ["LOGHUB_EVAL"])
+    shared = loghub_dir().parent.parent if "LOGHUB_DIR" in os.environ else SHARED
+    return shared / "tools" / "loghub_eval.py"
 
 
 def contents(data: Path, settings: dict) -> list[str]:
