@@ -186,22 +186,15 @@ def _count(token_lists: list[list[str]]) -> Counter[str]:
 
 
 class _Ids(dict):
-    """token -> id; a token not in the vocabulary gets the id of its class (remembered for the next time,
-    apart from the vocabulary, up to a bound)."""
+    """token -> id; a token not in the vocabulary gets the id of its class. (Encoders remember those ids,
+    in a bounded lookup of their own: `nulog.encoder`.)"""
 
     def __init__(self, pairs: Iterable[tuple[str, int]], is_delimiter: Callable[[str], bool]) -> None:
         super().__init__(pairs)
-        self._classes: dict[str, int] = {}
         self._is_delimiter = is_delimiter
 
     def __missing__(self, token: str) -> int:
-        i = self._classes.get(token)
-        if i is None:
-            i = BLANK_ID if self._is_delimiter(token) else NUM_ID if _is_variable(token) else UNK_ID
-            if len(self._classes) >= 1 << 16:
-                self._classes.clear()
-            self._classes[token] = i
-        return i
+        return BLANK_ID if self._is_delimiter(token) else NUM_ID if _is_variable(token) else UNK_ID
 
 
 class Vocab:
@@ -243,7 +236,3 @@ class Vocab:
 
     def __len__(self) -> int:
         return len(self.itos)
-
-    def encode(self, tokens: list[str]) -> list[int]:
-        """Ids of a token list, without `<CLS>`."""
-        return list(map(self.stoi.__getitem__, tokens))
