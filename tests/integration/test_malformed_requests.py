@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import StartService
+from tests.conftest import StartService, wait_until
 from training_controller.bootstrap import Service
 from training_controller.messages import PayloadError, TrainRequest, decode
 
@@ -332,7 +332,15 @@ async def test_any_payload_on_a_json_subject_gets_an_error_or_the_normal_reply(
     if not is_normal_reply(subject, reply):
         message = error_of(reply)
         assert not message.startswith("internal error"), (subject, payload, message)
+    elif subject in ("train", "train_model"):
+        # An accepted training is under way (model_status says `training`) until it fails for want of logs.
+        await wait_until(lambda: no_job_under_way(nc), timeout=60, what="the accepted training to end")
     assert await ask(nc, "model_status", b"") == b"not started"  # the controller still answers
+
+
+async def no_job_under_way(nc: nats.NATS) -> bool:
+    page = json.loads(await ask(nc, "training_jobs", b'{"limit": 1000}'))
+    return all(job["phase"] in ("succeeded", "failed", "cancelled") for job in page["jobs"])
 
 
 def test_the_near_valid_train_strategy_also_draws_payloads_that_validate() -> None:

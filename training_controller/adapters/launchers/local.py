@@ -156,8 +156,11 @@ class LocalLauncher(Launcher):
         quiet_since = time.monotonic()
 
         def poll(position: int) -> tuple[bool, bytes, list[str]]:
-            done = master.exit_code() is not None  # look before reading, so no line written before is missed
-            return done, read_from(master.events_log, position), [w.state() for w in workers]
+            # Look before reading: every line written before a worker was seen to end is in the chunk, so the
+            # loop may stop on these states without missing one.
+            states = [w.state() for w in workers]
+            done = master.exit_code() is not None
+            return done, read_from(master.events_log, position), states
 
         while True:
             master_done, chunk, now = await asyncio.to_thread(poll, position)
