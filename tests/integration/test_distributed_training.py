@@ -83,8 +83,9 @@ async def test_two_workers_train_one_model_the_record_lists_both_and_the_model_e
     # Rank 0 alone reports: the other rank's stdout holds no progress.
     assert '"progress"' in (job_dir / "events.log").read_text()
     assert '"progress"' not in (job_dir / "rank-1" / "events.log").read_text()
-    await ann.wait_for(lambda a: a.ready_jobs() == [reply["job_id"]], timeout=30, what="model_ready")
-    assert ann.gpu() == [b"JobStart", b"JobEnd"]
+    # model_ready goes out before JobEnd (settle's order), so wait for both rather than assume the second.
+    await ann.wait_for(lambda a: a.ready_jobs() == [reply["job_id"]] and a.gpu() == [b"JobStart", b"JobEnd"],
+                       timeout=30, what="model_ready, then JobEnd")
 
     lines = first_lines(sample_logs, 20)
     templates = await asyncio.to_thread(templates_of, tmp_path / "store" / "opni-nulog-models" / "nulog_model_latest.pt", lines)

@@ -59,6 +59,9 @@ async def test_train_published_while_no_controller_runs_trains_once_after_it_sta
         listed = await jobs(nc)
         assert len(listed) == 2
         assert all(j["phase"] == "succeeded" for j in listed), [j["message"] for j in listed]
+        # A record reads succeeded before its model_ready and JobEnd are out (settle follows the phase).
+        await ann.wait_for(lambda a: len(a.ready_jobs()) == 2 and a.gpu().count(b"JobEnd") == 2,
+                           timeout=30, what="two model_ready and two JobEnd")
         assert sorted(ann.ready_jobs()) == sorted(j["job_id"] for j in listed)
         assert ann.gpu() == [b"JobStart", b"JobEnd", b"JobStart", b"JobEnd"]
         oldest_first = sorted(listed, key=lambda j: j["seq"])
