@@ -174,7 +174,8 @@ async def test_controller_killed_with_one_job_running_and_two_queued_finishes_al
             return len(listed) == 3 and all(j["phase"] in ("succeeded", "failed", "cancelled") for j in listed)
 
         await wait_for(all_finished, timeout=420, what="all three jobs to finish")
-        await asyncio.sleep(1)
+        await ann.wait_for(lambda a: a.gpu().count(b"JobEnd") >= 3, timeout=30, what="three JobEnd")
+        await asyncio.sleep(1)  # anything announced twice would show up now
         listed = sorted(await jobs(nc), key=lambda j: j["seq"])
         assert [j["phase"] for j in listed] == ["succeeded"] * 3, [j["message"] for j in listed]
         assert [j["request"]["time_intervals"] for j in listed] == [[interval(m)] for m in (50, 35, 20)]
