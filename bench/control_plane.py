@@ -571,7 +571,6 @@ def meanwhile(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     from bench.export_rate import _lag_summary
     from training_controller.core.jobs import JobRecord
-    from training_controller.http import export_rate
 
     before = machine()
     report: dict[str, Any] = {"phases": [], "startup": {}}
@@ -627,7 +626,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 stop.set()
                 rtts = await probe
                 record.pop("queue_position", None)
-                rate = export_rate(JobRecord.model_validate(record))
+                rate = JobRecord.model_validate(record).export_rate()
                 report["export"] = {
                     "job": job, "documents": record["log_count"], "phase_after": record["phase"],
                     "message": record["message"], "documents_per_s": round(rate) if rate else None,

@@ -11,13 +11,13 @@ a restart too. The surface is given the probes it asks, not the service, so it i
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 
-from training_controller.core.jobs import JobPhase, JobRecord
+from training_controller.core.jobs import JobPhase
+from training_controller.core.records import JobTotals
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ class Probes(Protocol):
     async def readiness(self) -> dict[str, bool]:
         """Each check of readiness and whether it passes."""
 
-    async def snapshot(self) -> tuple[list[JobRecord], bool]:
-        """The job records and whether the GPU is busy, for the metrics."""
+    async def snapshot(self) -> tuple[JobTotals, bool]:
+        """What the job records add up to, and whether the GPU is busy, for the metrics."""
 
 
 class Mount(Protocol):
@@ -73,32 +73,20 @@ class Metrics:
             registry=self.registry,
         )
 
-    def refresh(self, records: list[JobRecord], *, gpu_busy: bool) -> None:
-        for phase in JobPhase:
-            self.jobs.labels(phase=phase.value).set(sum(1 for r in records if r.phase is phase))
-        self.queue_depth.set(sum(1 for r in records if r.phase is JobPhase.QUEUED))
+    def refresh(self, totals: JobTotals, *, gpu_busy: bool) -> None:
+        for phase, count in totals.by_phase.items():
+            self.jobs.labels(phase=phase.value).set(count)
+        self.queue_depth.set(totals.by_phase.get(JobPhase.QUEUED, 0))
         self.gpu_busy.set(1 if gpu_busy else 0)
-        self.exported.set(sum(r.log_count or 0 for r in records))
-        under_way = [w for r in records if not r.phase.is_final for w in r.workers]
+        self.exported.set(totals.documents)
+        workers = [w for r in totals.under_way for w in r.workers]
         for state in ("pending", "running", "succeeded", "failed"):
-            self.workers.labels(state=state).set(sum(1 for w in under_way if w.state == state))
-        rates = [(r.seq, rate) for r in records if (rate := export_rate(r)) is not None]
-        if rates:
-            self.export_rate.set(max(rates)[1])
+            self.workers.labels(state=state).set(sum(1 for w in workers if w.state == state))
+        if totals.latest_export_rate is not None:
+            self.export_rate.set(totals.latest_export_rate)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def export_rate(record: JobRecord) -> float | None:
-    """Documents per second of a job's export, from its history."""
-    times = {step.phase: step.at for step in record.history}
-    if not record.log_count or JobPhase.EXPORTING not in times or JobPhase.LAUNCHING not in times:
-        return None
-    start = datetime.fromisoformat(times[JobPhase.EXPORTING].replace("Z", "+00:00"))
-    end = datetime.fromisoformat(times[JobPhase.LAUNCHING].replace("Z", "+00:00"))
-    seconds = (end - start).total_seconds()
-    return record.log_count / seconds if seconds > 0 else None
 
 
 class HttpSurface:
@@ -144,6 +132,6 @@ class HttpSurface:
         return web.json_response({"ready": ready, "checks": results}, status=200 if ready else 503)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        records, busy = await self.probes.snapshot()
-        self.metrics.refresh(records, gpu_busy=busy)
+        totals, busy = await self.probes.snapshot()
+        self.metrics.refresh(totals, gpu_busy=busy)
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

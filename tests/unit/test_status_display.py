@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from training_controller.client import describe_job
 from training_controller.core.jobs import JobPhase, JobRecord, WorkerInfo
+from training_controller.core.records import RecordIndex
 from training_controller.http import Metrics
 
 
@@ -27,7 +28,9 @@ def test_status_shows_the_parameters_in_force_and_each_worker() -> None:
 def test_metrics_count_the_workers_of_trainings_under_way_by_state() -> None:
     metrics = Metrics()
 
-    metrics.refresh([running_with_workers()], gpu_busy=True)
+    index = RecordIndex()
+    index.put(running_with_workers())
+    metrics.refresh(index.totals(), gpu_busy=True)
 
     lines = metrics.render().decode().splitlines()
     assert 'training_controller_workers{state="running"} 1.0' in lines

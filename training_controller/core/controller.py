@@ -26,6 +26,7 @@ from training_controller.core.intake import Intake, Submission
 from training_controller.core.jobs import JobPhase, JobRecord
 from training_controller.core.models import ModelInfo, Models
 from training_controller.core.ports import Events, GpuService, Launcher, LogSource, ObjectStore, StateStore
+from training_controller.core.records import JobTotals
 from training_controller.core.runner import JobRunner, RunContext, RunnerStatus
 from training_controller.core.trainers import Catalogue
 
@@ -83,7 +84,7 @@ class TrainingController:
     async def load(self) -> None:
         """Take up the GPU claims a previous controller left, and forget the job records beyond the
         retention; call before serving any request."""
-        held = [r.job_id for r in self._book.all() if r.gpu_held]
+        held = [r.job_id for r in self._book.index.owing() if r.gpu_held]
         await self._gpu.load(own=held)
         self._gpu.service_up = await self._gpu_service.running()
         await self._runner.prune()
@@ -221,5 +222,5 @@ class TrainingController:
     def worker_status(self) -> RunnerStatus:
         return self._runner.status()
 
-    async def metrics_snapshot(self) -> tuple[list[JobRecord], bool]:
-        return self._book.all(), self._gpu.busy()
+    async def metrics_snapshot(self) -> tuple[JobTotals, bool]:
+        return self._book.index.totals(), self._gpu.busy()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -47,6 +47,24 @@ _NEXT: dict[JobPhase, frozenset[JobPhase]] = {
     JobPhase.LAUNCHING: frozenset({JobPhase.RUNNING}),
     JobPhase.RUNNING: frozenset({JobPhase.SUCCEEDED}),
 }
+
+
+class _Settling(Protocol):
+    """What says whether an ended job still owes something: a `JobRecord`, or the index's summary of one."""
+
+    @property
+    def phase(self) -> JobPhase: ...
+    @property
+    def gpu_held(self) -> bool: ...
+    @property
+    def trainer_may_run(self) -> bool: ...
+    @property
+    def announced(self) -> bool: ...
+
+
+def unsettled(record: _Settling) -> bool:
+    """Whether an ended job still owes something: its trainer stopped, its announcement, JobEnd."""
+    return record.gpu_held or record.trainer_may_run or (record.phase is JobPhase.SUCCEEDED and not record.announced)
 
 
 def utc_now() -> str:
@@ -155,6 +173,14 @@ class JobRecord(_Value):
         now = utc_now()
         first = PhaseChange(phase=JobPhase.QUEUED, at=now, message="waiting for its turn")
         return cls(job_id=job_id, seq=seq, created_at=now, updated_at=now, history=(first,), **fields)
+
+    def export_rate(self) -> float | None:
+        """Documents per second of this job's export, from its history; None if it exported nothing."""
+        times = {step.phase: step.at for step in self.history}
+        if not self.log_count or JobPhase.EXPORTING not in times or JobPhase.LAUNCHING not in times:
+            return None
+        seconds = epoch_seconds(times[JobPhase.LAUNCHING]) - epoch_seconds(times[JobPhase.EXPORTING])
+        return self.log_count / seconds if seconds > 0 else None
 
     def can_move_to(self, phase: JobPhase) -> bool:
         if self.phase.is_final:

@@ -34,9 +34,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from training_controller.core.errors import DeadlineExceeded, PermanentError, TemporaryError
-from training_controller.core.jobs import JobPhase, JobRecord, epoch_seconds
+from training_controller.core.jobs import JobPhase, JobRecord, epoch_seconds, unsettled
 from training_controller.core.journal import Journal, RunContext
-from training_controller.core.settle import Settler, unsettled
+from training_controller.core.settle import Settler
 from training_controller.core.steps import Steps
 from training_controller.core.tasks import cancel_and_wait
 
@@ -115,7 +115,7 @@ class JobRunner:
 
     async def run(self) -> None:
         """Settle what a previous worker left, then run queued jobs one at a time, forever."""
-        for record in self._c.book.all():
+        for record in self._c.book.index.owing():
             if record.phase.is_final and unsettled(record):
                 log.info("job %s ended (%s) but is not settled; settling it now", record.job_id, record.phase.value)
                 await self._settler.settle(record)

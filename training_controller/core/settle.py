@@ -29,11 +29,6 @@ async def copy_to_current(context: RunContext, job_id: str) -> None:
     await context.store.copy(archive, f"{job_id}/{VOCAB_FILE}", models, LATEST_VOCAB_FILE)
 
 
-def unsettled(record: JobRecord) -> bool:
-    """Whether an ended job still owes something: its trainer stopped, its announcement, JobEnd."""
-    return record.gpu_held or record.trainer_may_run or (record.phase is JobPhase.SUCCEEDED and not record.announced)
-
-
 class Settler:
     """What a job owes once it has ended."""
 
