@@ -198,7 +198,7 @@ class Service:
         return service
 
     async def _serve(self, handlers: Handlers) -> None:
-        self.bus.observe = lambda subject, seconds: self.metrics.request_seconds.labels(subject=subject).observe(seconds)
+        self.bus.observe = self.metrics.observe_request
         for route in handlers.routes():
             await self.bus.serve(route)
         await self.bus.ensure_stream(TRAIN_STREAM, [Subjects.TRAIN])

@@ -11,7 +11,7 @@ a restart too. The surface is given the probes it asks, not the service, so it i
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
@@ -72,6 +72,7 @@ class Metrics:
             ["subject"],
             registry=self.registry,
         )
+        self._request_seconds: dict[str, Any] = {}
 
     def refresh(self, totals: JobTotals, *, gpu_busy: bool) -> None:
         for phase, count in totals.by_phase.items():
@@ -84,6 +85,13 @@ class Metrics:
             self.workers.labels(state=state).set(sum(1 for w in workers if w.state == state))
         if totals.latest_export_rate is not None:
             self.export_rate.set(totals.latest_export_rate)
+
+    def observe_request(self, subject: str, seconds: float) -> None:
+        """One request answered: its time, under its subject (the labelled child made once per subject)."""
+        child = self._request_seconds.get(subject)
+        if child is None:
+            child = self._request_seconds[subject] = self.request_seconds.labels(subject=subject)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
