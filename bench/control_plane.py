@@ -740,7 +740,7 @@ def print_report(report: dict[str, Any], command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved controller/bare rounds per phase")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved controller/bare rounds per phase (the median of 9 steadies the 2-core machine's noise)")
     parser.add_argument("--requests", type=int, default=2000, help="requests per subject, concurrency and side")
     parser.add_argument("--concurrency", default="1,50,200")
     parser.add_argument("--phases", default="idle,training,exporting,records")
