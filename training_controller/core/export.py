@@ -104,7 +104,9 @@ class WindowWriter:
     def __init__(self, path: Path, *, window_ns: int) -> None:
         self._raw = path.open("wb")
         self._hashing = _HashingFile(self._raw)
-        self._file = gzip.GzipFile(filename="", mode="wb", fileobj=self._hashing, compresslevel=6, mtime=0)
+        # Level 1: a third of level 6's CPU (1.1 against 2.8 us a document, a tenth of the export's work),
+        # for a file a third larger (4.6 against 6.2 times smaller than the JSON) that lives one training.
+        self._file = gzip.GzipFile(filename="", mode="wb", fileobj=self._hashing, compresslevel=1, mtime=0)
         self._window_ns = window_ns
         self._index: int | None = None
         self._logs: list[str] = []
