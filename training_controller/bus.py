@@ -194,8 +194,10 @@ class Bus:
         self, subject: str, payload: BaseModel | dict[str, Any] | str | bytes, *, headers: dict[str, str] | None = None
     ) -> None:
         """Hand a message to NATS (buffered by the client while it reconnects); raises EventsUnavailable."""
-        with translated(EventsUnavailable, f"publishing on {subject}"):
+        try:  # as `translated` does, written out: this runs per forwarded gpu_service_inference request
             await self.nc.publish(subject, encode(payload), headers=headers)
+        except NATS_TEMPORARY as e:
+            raise EventsUnavailable(f"publishing on {subject}: NATS did not answer ({type(e).__name__}: {e})", delay=0.5) from e
 
     async def ensure_stream(self, name: str, subjects: list[str]) -> None:
         """A JetStream stream capturing `subjects`, created if missing.

@@ -75,6 +75,8 @@ class GpuArbiter:
             await self._save()
 
     def _expire(self) -> None:
+        if not self._external:
+            return
         now = self._clock()
         kept = [t for t in self._external if now - t < self._reset_seconds]
         if len(kept) != len(self._external):
