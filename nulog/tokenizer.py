@@ -71,6 +71,95 @@ def _without_groups(pattern: str) -> str | None:
     return "".join(out)
 
 
+_SPACE = re.compile(r"\s")
+_RUNS = re.compile(r"(\s+)")  # a line as text and whitespace runs, alternating
+
+
+def _whitespace_separates(flat: str) -> bool:
+    """Whether a line's tokens are those of its whitespace runs and of the text between them, each
+    tokenized alone (the encoder then reuses the tokens of a word it has seen).
+
+    True where every match of `flat` is all whitespace or holds none, no match looks around (anchors,
+    lookarounds, word boundaries), and some alternative matches any whitespace: then a whitespace character is never
+    in a text token nor in a match with other characters, and no match reaches across a run's edge. Decided
+    conservatively from the parsed pattern: anything not plainly one of those is False.
+    """
+    try:
+        parsed = re._parser.parse(flat)  # type: ignore[attr-defined]
+    except Exception:  # a private module of re: if it moves, lines are tokenized whole
+        return False
+
+    def kind(sequence: list) -> str | None:
+        """"space" (matches whitespace only), "solid" (never whitespace), or None (mixed, or not known)."""
+        kinds = set()
+        for op, value in sequence:
+            name = str(op)
+            if name == "LITERAL":
+                kinds.add("space" if _SPACE.match(chr(value)) else "solid")
+            elif name == "IN":
+                kinds.add(_class_kind(value))
+            elif name == "SUBPATTERN" and not value[1] and not value[2]:
+                kinds.add(kind(list(value[3])))
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                kinds.add(kind(list(value[2])))
+            else:
+                return None
+        return kinds.pop() if len(kinds) == 1 and None not in kinds else None
+
+    def alternatives(sequence: list) -> list[list]:
+        """The top-level alternatives, those of groups of alternatives included."""
+        while len(sequence) == 1 and str(sequence[0][0]) == "SUBPATTERN" and not any(sequence[0][1][1:3]):
+            sequence = list(sequence[0][1][3])
+        if len(sequence) == 1 and str(sequence[0][0]) == "BRANCH":
+            return [a for branch in sequence[0][1][1] for a in alternatives(list(branch))]
+        return [sequence]
+
+    alternatives = alternatives(list(parsed))
+    kinds = [kind(a) for a in alternatives]
+    every_space = any(_covers_space(a) for a in alternatives)
+    return None not in kinds and every_space
+
+
+def _class_kind(items: list) -> str | None:
+    members = set()
+    for op, value in items:
+        name = str(op)
+        if name == "LITERAL":
+            members.add("space" if _SPACE.match(chr(value)) else "solid")
+        elif name == "RANGE":
+            spaces = sum(1 for c in _space_chars() if value[0] <= ord(c) <= value[1])
+            members.add("solid" if spaces == 0 else "space" if spaces == value[1] - value[0] + 1 else None)
+        elif name == "CATEGORY" and str(value) == "CATEGORY_SPACE":
+            members.add("space")
+        elif name == "CATEGORY" and str(value) in ("CATEGORY_DIGIT", "CATEGORY_WORD"):
+            members.add("solid")
+        else:
+            return None
+    return members.pop() if len(members) == 1 and None not in members else None
+
+
+def _covers_space(sequence: list) -> bool:
+    r"""`\s` or `\s+` (a class of `\s` alone, at least once): it matches at every whitespace character."""
+    if len(sequence) != 1:
+        return False
+    op, value = sequence[0]
+    if str(op) in ("MAX_REPEAT", "POSSESSIVE_REPEAT") and value[0] == 1:
+        return _covers_space(list(value[2]))
+    if str(op) == "SUBPATTERN" and not value[1] and not value[2]:
+        return _covers_space(list(value[3]))
+    return str(op) == "IN" and [(str(o), str(v)) for o, v in value] == [("CATEGORY", "CATEGORY_SPACE")]
+
+
+_SPACE_CHARS: list[str] = []
+
+
+def _space_chars() -> list[str]:
+    r"""Every character `\s` matches (none lies above U+3000)."""
+    if not _SPACE_CHARS:
+        _SPACE_CHARS.extend(c for c in map(chr, range(0x3001)) if _SPACE.match(c))
+    return _SPACE_CHARS
+
+
 def _min_width(pattern: str) -> int:
     try:
         return re._parser.parse(pattern).getwidth()[0]  # type: ignore[attr-defined]
@@ -91,6 +180,7 @@ class Tokenizer:
         flat = _without_groups(pattern)
         split = re.compile(f"({flat})") if flat is not None and _min_width(flat) > 0 else None
         self._split = split if split is not None and split.groups == 1 else None
+        self._runs = _RUNS if self._split is not None and flat is not None and _whitespace_separates(flat) else None
         self._delimiter = re.compile(self.filters) if self.filters else None
 
     def is_delimiter(self, token: str) -> bool:
@@ -100,6 +190,12 @@ class Tokenizer:
     def tokenize(self, line: str) -> list[str]:
         """Split a line into tokens: the text between matches and every non-empty match."""
         return list(self.iter_tokens(line))
+
+    @property
+    def runs_pattern(self) -> re.Pattern[str] | None:
+        """Where a line's tokens are its words' and whitespace runs' tokens, each found alone: the pattern
+        whose `split` gives those parts (see `_whitespace_separates`)."""
+        return self._runs
 
     @property
     def split_pattern(self) -> re.Pattern[str] | None:

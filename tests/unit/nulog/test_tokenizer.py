@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nulog.config import DEFAULT_FILTERS
 from nulog.tokenizer import BLANK_ID, NUM_ID, UNK_ID, Tokenizer, Vocab, constant_digit_tokens, is_placeholder
@@ -89,3 +91,28 @@ def test_the_encoders_lookup_gives_the_vocabularys_ids_and_forgets_unseen_tokens
     lookup = enc._id.__self__
     assert len(lookup) <= len(vocab.itos) + 3  # unseen tokens remembered up to the bound, then started again
     assert "98765" not in vocab.stoi  # the vocabulary itself never learns them
+
+
+# Characters of every kind the whitespace-runs path must get right: Unicode whitespace that `\s` matches,
+# delimiters, placeholder pieces, digits, and letters of the LogHub filters.
+TRICKY = "ab<>ABZ_09  \t\n\x1c\x85\xa0\u2003:=,;()[]{}\"'|.-blk"
+RUNS_FILTERS = [DEFAULT_FILTERS, r"(\s)", r"(\s+)|(:)", r"(\d+)|(\s+)"]
+NOT_RUNS_FILTERS = [r"(\s+blk_)|(:)|(\s)", r"([ |:|\(|\)|=|,])|(core.)|(\.{2,})", r"([ ])", r"(a\s)|(\s)",
+                    r"([\s:])", r"(\bx)|(\s)", r"([^a])|(\s)", ""]
+
+
+def test_the_whitespace_runs_path_is_taken_only_where_a_line_splits_at_its_whitespace() -> None:
+    assert all(Tokenizer(f).runs_pattern is not None for f in RUNS_FILTERS)
+    assert all(Tokenizer(f).runs_pattern is None for f in NOT_RUNS_FILTERS)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(RUNS_FILTERS), st.lists(st.text(alphabet=TRICKY, max_size=30), min_size=1, max_size=8))
+def test_encoding_by_whitespace_runs_gives_the_ids_of_tokenizing_each_line_whole(filters: str, lines: list[str]) -> None:
+    from nulog.encoder import LineEncoder
+
+    tok = Tokenizer(filters)
+    enc = LineEncoder(tok, Vocab.build([tok.tokenize(line) for line in lines[:2]]))
+    whole = [tuple(enc._id(t) for t in tok._tokenize_slowly(line)) for line in lines]
+    assert enc.keys(lines) == whole
+    assert enc.keys(lines) == whole  # a second time, from the words' ids kept the first time
