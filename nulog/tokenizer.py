@@ -14,6 +14,7 @@ alone (except `<BLANK>`, whitespace or a delimiter never seen in training, rende
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -80,62 +81,78 @@ def _whitespace_separates(flat: str) -> bool:
     tokenized alone (the encoder then reuses the tokens of a word it has seen).
 
     True where every match of `flat` is all whitespace or holds none, no match looks around (anchors,
-    lookarounds, word boundaries), and some alternative matches any whitespace: then a whitespace character is never
-    in a text token nor in a match with other characters, and no match reaches across a run's edge. Decided
-    conservatively from the parsed pattern: anything not plainly one of those is False.
+    lookarounds, word boundaries), and some alternative matches any whitespace: then a whitespace character
+    is never in a text token nor in a match with other characters, and no match reaches across a run's edge.
+    Decided conservatively from the parsed pattern: anything not plainly one of those is False.
     """
     try:
         parsed = re._parser.parse(flat)  # type: ignore[attr-defined]
     except Exception:  # a private module of re: if it moves, lines are tokenized whole
         return False
-
-    def kind(sequence: list) -> str | None:
-        """"space" (matches whitespace only), "solid" (never whitespace), or None (mixed, or not known)."""
-        kinds = set()
-        for op, value in sequence:
-            name = str(op)
-            if name == "LITERAL":
-                kinds.add("space" if _SPACE.match(chr(value)) else "solid")
-            elif name == "IN":
-                kinds.add(_class_kind(value))
-            elif name == "SUBPATTERN" and not value[1] and not value[2]:
-                kinds.add(kind(list(value[3])))
-            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-                kinds.add(kind(list(value[2])))
-            else:
-                return None
-        return kinds.pop() if len(kinds) == 1 and None not in kinds else None
-
-    def alternatives(sequence: list) -> list[list]:
-        """The top-level alternatives, those of groups of alternatives included."""
-        while len(sequence) == 1 and str(sequence[0][0]) == "SUBPATTERN" and not any(sequence[0][1][1:3]):
-            sequence = list(sequence[0][1][3])
-        if len(sequence) == 1 and str(sequence[0][0]) == "BRANCH":
-            return [a for branch in sequence[0][1][1] for a in alternatives(list(branch))]
-        return [sequence]
-
-    alternatives = alternatives(list(parsed))
-    kinds = [kind(a) for a in alternatives]
-    every_space = any(_covers_space(a) for a in alternatives)
-    return None not in kinds and every_space
+    alternatives = _alternatives(list(parsed))
+    return None not in map(_kind, alternatives) and any(map(_covers_space, alternatives))
 
 
-def _class_kind(items: list) -> str | None:
-    members = set()
+# What a piece of a parsed pattern matches: "space" (whitespace only), "solid" (never whitespace), or None
+# (either, or not known).
+Kind = str | None
+
+
+def _one(kinds: set[Kind]) -> Kind:
+    return kinds.pop() if len(kinds) == 1 and None not in kinds else None
+
+
+def _char_kind(code: int) -> Kind:
+    return "space" if _SPACE.match(chr(code)) else "solid"
+
+
+def _group(op: object, value: tuple) -> list | None:
+    """The items of a group without inline flags; None for anything else."""
+    return list(value[3]) if str(op) == "SUBPATTERN" and not value[1] and not value[2] else None
+
+
+def _alternatives(sequence: list) -> list[list]:
+    """The top-level alternatives, those of groups of alternatives included."""
+    while len(sequence) == 1 and (inner := _group(*sequence[0])) is not None:
+        sequence = inner
+    if len(sequence) == 1 and str(sequence[0][0]) == "BRANCH":
+        return [a for branch in sequence[0][1][1] for a in _alternatives(list(branch))]
+    return [sequence]
+
+
+def _kind(sequence: list) -> Kind:
+    kinds: set[Kind] = set()
+    for op, value in sequence:
+        name = str(op)
+        if name == "LITERAL":
+            kinds.add(_char_kind(value))
+        elif name == "IN":
+            kinds.add(_class_kind(value))
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            kinds.add(_kind(list(value[2])))
+        elif (inner := _group(op, value)) is not None:
+            kinds.add(_kind(inner))
+        else:
+            return None
+    return _one(kinds)
+
+
+def _class_kind(items: list) -> Kind:
+    kinds: set[Kind] = set()
     for op, value in items:
         name = str(op)
         if name == "LITERAL":
-            members.add("space" if _SPACE.match(chr(value)) else "solid")
+            kinds.add(_char_kind(value))
         elif name == "RANGE":
-            spaces = sum(1 for c in _space_chars() if value[0] <= ord(c) <= value[1])
-            members.add("solid" if spaces == 0 else "space" if spaces == value[1] - value[0] + 1 else None)
+            spaces = sum(1 for code in _space_codes() if value[0] <= code <= value[1])
+            kinds.add("solid" if spaces == 0 else "space" if spaces == value[1] - value[0] + 1 else None)
         elif name == "CATEGORY" and str(value) == "CATEGORY_SPACE":
-            members.add("space")
+            kinds.add("space")
         elif name == "CATEGORY" and str(value) in ("CATEGORY_DIGIT", "CATEGORY_WORD"):
-            members.add("solid")
+            kinds.add("solid")
         else:
             return None
-    return members.pop() if len(members) == 1 and None not in members else None
+    return _one(kinds)
 
 
 def _covers_space(sequence: list) -> bool:
@@ -145,19 +162,15 @@ def _covers_space(sequence: list) -> bool:
     op, value = sequence[0]
     if str(op) in ("MAX_REPEAT", "POSSESSIVE_REPEAT") and value[0] == 1:
         return _covers_space(list(value[2]))
-    if str(op) == "SUBPATTERN" and not value[1] and not value[2]:
-        return _covers_space(list(value[3]))
+    if (inner := _group(op, value)) is not None:
+        return _covers_space(inner)
     return str(op) == "IN" and [(str(o), str(v)) for o, v in value] == [("CATEGORY", "CATEGORY_SPACE")]
 
 
-_SPACE_CHARS: list[str] = []
-
-
-def _space_chars() -> list[str]:
-    r"""Every character `\s` matches (none lies above U+3000)."""
-    if not _SPACE_CHARS:
-        _SPACE_CHARS.extend(c for c in map(chr, range(0x3001)) if _SPACE.match(c))
-    return _SPACE_CHARS
+@functools.cache
+def _space_codes() -> tuple[int, ...]:
+    r"""Every code point `\s` matches (none lies above U+3000)."""
+    return tuple(code for code in range(0x3001) if _SPACE.match(chr(code)))
 
 
 def _min_width(pattern: str) -> int:

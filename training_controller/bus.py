@@ -72,7 +72,12 @@ def translated(error: type[TemporaryError], what: str) -> Iterator[None]:
     try:
         yield
     except NATS_TEMPORARY as e:
-        raise error(f"{what}: NATS did not answer ({type(e).__name__}: {e})", delay=0.5) from e
+        raise unanswered(error, what, e) from e
+
+
+def unanswered(error: type[TemporaryError], what: str, cause: Exception) -> TemporaryError:
+    """The TemporaryError for a NATS call that failed for a reason that passes (see `translated`)."""
+    return error(f"{what}: NATS did not answer ({type(cause).__name__}: {cause})", delay=0.5)
 
 
 @dataclass(frozen=True)
@@ -197,7 +202,7 @@ class Bus:
         try:  # as `translated` does, written out: this runs per forwarded gpu_service_inference request
             await self.nc.publish(subject, encode(payload), headers=headers)
         except NATS_TEMPORARY as e:
-            raise EventsUnavailable(f"publishing on {subject}: NATS did not answer ({type(e).__name__}: {e})", delay=0.5) from e
+            raise unanswered(EventsUnavailable, f"publishing on {subject}", e) from e
 
     async def ensure_stream(self, name: str, subjects: list[str]) -> None:
         """A JetStream stream capturing `subjects`, created if missing.
