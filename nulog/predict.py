@@ -51,6 +51,7 @@ def gc_paused() -> Iterator[None]:
         if enabled:
             gc.enable()
 
+
 class LRUCache(Generic[K, V]):
     """A mapping that holds at most `maxsize` entries, dropping the least recently used."""
 
