@@ -462,3 +462,42 @@ async def test_one_failed_worker_stops_the_others_and_the_job_names_it(jobs_dir:
         worker_dir = jobs_dir / "job-1" / ("" if rank == 0 else f"rank-{rank}")
         assert live_members(int((worker_dir / "pid").read_text())) == []  # nothing of any rank runs on
     assert [j.state for j in await LocalLauncher(jobs_dir).list_jobs()] == ["failed"]
+
+
+# -- whether a worker's process group still runs --------------------------------------------------------------
+
+
+def _wait_until(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_group_runs_while_its_leader_runs_or_while_a_member_outlives_it_and_not_after():
+    import subprocess
+
+    from training_controller.adapters.launchers.local_process import group_alive
+
+    # The leader runs: the one read of its own entry answers.
+    leader = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        assert group_alive(leader.pid)
+    finally:
+        leader.kill()
+        leader.wait()
+    assert not group_alive(leader.pid)
+
+    # The leader ended (a zombie, not reaped yet) and left a member running: the whole of /proc is looked at.
+    left = subprocess.Popen(["sh", "-c", "sleep 30 & echo $!; exit 0"], start_new_session=True, stdout=subprocess.PIPE)
+    assert left.stdout is not None
+    member = int(left.stdout.readline())
+    _wait_until(lambda: Path(f"/proc/{left.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
+    try:
+        assert group_alive(left.pid)
+        os.kill(member, signal.SIGKILL)
+        _wait_until(lambda: not live_members(left.pid))
+        assert not group_alive(left.pid)  # only the zombie leader is left
+    finally:
+        left.wait()
+        left.stdout.close()

@@ -122,18 +122,23 @@ def group_alive(pgid: int) -> bool:
 
 
 def group_has_live_members(pgid: int) -> bool:
-    """Whether any process of group `pgid` other than zombies is left, from /proc."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            return True
-    return False
+    """Whether any process of group `pgid` other than zombies is left, from /proc.
+
+    The group's leader (the wrapper, whose pid is the group's id) is looked at first: while it runs, that
+    one read answers. Only once it has ended is every process looked at: hundreds of reads on a busy node,
+    made by the launcher's poll a few times a second, in a thread that takes the GIL between them.
+    """
+    if _live_in_group(Path("/proc", str(pgid)), pgid):
+        return True
+    return any(_live_in_group(entry, pgid) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+
+
+def _live_in_group(entry: Path, pgid: int) -> bool:
+    try:
+        fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # it ended meanwhile, or there is no such process
+        return False
+    return int(fields[2]) == pgid and fields[0] != "Z"
 
 
 def read_from(path: Path, position: int) -> bytes:
