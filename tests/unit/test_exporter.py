@@ -7,6 +7,7 @@ imports this module to build them, from the factories it is handed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gzip
 import json
@@ -52,6 +53,11 @@ def _write_logs(directory: Path, n: int) -> Path:
     return directory
 
 
+def _own_autogroup() -> str:
+    """This process's session scheduling group and its nice, e.g. `/autogroup-12 nice 19`."""
+    return Path("/proc/self/autogroup").read_text()
+
+
 class SlowSource(LogSource):
     """Batches of one document, forever, a little apart; says in files where it is (for the test process)."""
 
@@ -64,6 +70,8 @@ class SlowSource(LogSource):
 
     async def stream(self, query: LogQuery) -> AsyncIterator[list[LogDocument]]:
         (self.directory / "policy").write_text(str(os.sched_getscheduler(0)))
+        with contextlib.suppress(OSError):  # a kernel without autogroups
+            (self.directory / "autogroup").write_text(_own_autogroup())
         (self.directory / "pid").write_text(str(os.getpid()))
         if self.log_message:
             logging.getLogger("tests.slow_source").warning(self.log_message)
@@ -275,6 +283,9 @@ async def test_the_worker_runs_only_when_the_cpu_has_nothing_else_to_do_unless_t
 
     policy = int((tmp_path / "policy").read_text())
     assert policy == (os.SCHED_IDLE if idle else os.sched_getscheduler(0))
+    if (tmp_path / "autogroup").exists():  # its session's scheduling group yields too (see _idle_priority)
+        nice = int((tmp_path / "autogroup").read_text().split()[-1])
+        assert nice == (19 if idle else 0)
 
 
 async def test_cancelling_the_export_stops_the_worker_promptly_and_runs_its_cleanup(tmp_path: Path):
