@@ -8,7 +8,7 @@ import pytest
 
 from nulog.protocol import ProgressEvent
 from training_controller.core.jobs import JobPhase, JobRecord
-from training_controller.handlers import Handlers, RecordJson
+from training_controller.handlers import Handlers, LastEncoded, RecordJson
 from training_controller.messages import JobRequest
 
 
@@ -46,6 +46,17 @@ def test_record_json_keeps_only_the_most_recently_made():
     assert made(second) is made(second)
     assert made(first) is not kept  # it was dropped to make room, and made again
     assert json.loads(made(first)) == first.to_json()
+
+
+def test_last_encoded_writes_a_value_once_and_a_replaced_value_again():
+    made = LastEncoded()
+    watchlist = {"cluster-1": {"shop": ["api"]}}
+    first = made(watchlist)
+    assert json.loads(first) == watchlist
+    assert made(watchlist) is first  # the same object: the same bytes
+    replaced = {"cluster-1": {"shop": ["api", "db"]}}
+    assert json.loads(made(replaced)) == replaced
+    assert json.loads(made({})) == {}
 
 
 class _Controller:
