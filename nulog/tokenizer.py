@@ -120,29 +120,21 @@ def _alternatives(sequence: list) -> list[list]:
     return [sequence]
 
 
-def _kind(sequence: list) -> Kind:
-    kinds: set[Kind] = set()
-    for op, value in sequence:
-        name = str(op)
-        if name == "LITERAL":
-            kinds.add(_char_kind(value))
-        elif name == "IN":
-            kinds.add(_class_kind(value))
-        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            kinds.add(_kind(list(value[2])))
-        elif (inner := _group(op, value)) is not None:
-            kinds.add(_kind(inner))
-        else:
-            return None
-    return _one(kinds)
-
-
-def _class_kind(items: list) -> Kind:
+def _kind(items: list) -> Kind:
+    """What a parsed pattern (or the items of a character class) matches: only whitespace, only other
+    characters, or either (None, as for anything not understood). Ranges and categories stand only in
+    classes, repeats and groups only outside them, so one walk serves both."""
     kinds: set[Kind] = set()
     for op, value in items:
         name = str(op)
         if name == "LITERAL":
             kinds.add(_char_kind(value))
+        elif name == "IN":
+            kinds.add(_kind(value))
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            kinds.add(_kind(list(value[2])))
+        elif (inner := _group(op, value)) is not None:
+            kinds.add(_kind(inner))
         elif name == "RANGE":
             spaces = sum(1 for code in _space_codes() if value[0] <= code <= value[1])
             kinds.add("solid" if spaces == 0 else "space" if spaces == value[1] - value[0] + 1 else None)
